@@ -278,6 +278,10 @@ def save(
             raise InvalidInputError(
                 f"{target}: refusing to overwrite the input model; choose another output path"
             )
+        if target.exists() and any(
+            f.exists() and os.path.samefile(f, target) for f in external_files(prot)
+        ):
+            raise InvalidInputError(f"{target}: refusing to overwrite the external data of the input")
     if external_data is None:
         external_data = model_nbytes(model) > PROTOBUF_LIMIT or _uses_external_data(model)
     target.parent.mkdir(parents=True, exist_ok=True)
