@@ -194,7 +194,7 @@ def shaped_copy(
             v.shape = ir.Shape(dims)
             assumptions.append(f"input {v.name!r}: dynamic axis 0 ({d0}) taken as 1")
     io.lift_constant_tensors(copy)
-    ShapeInferencePass(strict_mode=False, data_prop=True)(copy)
+    ShapeInferencePass(strict_mode=False, data_prop=False)(copy)
     _runtime_shapes(copy)
     return copy, assumptions
 

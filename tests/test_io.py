@@ -134,3 +134,45 @@ def test_checker_rejection_names_file(tmp_path: Path) -> None:
     onnx.save(proto, p)
     with pytest.raises(InvalidInputError, match="broken.onnx"):
         io.load(p)
+
+
+@pytest.mark.slow
+def test_model_above_2gb_external_data(tmp_path: Path) -> None:
+    """A 2.24 GB model: load lazily, inspect, save (external data), run in ORT."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from onnxcomp.cli import main
+
+    if shutil.disk_usage(tmp_path).free < 8 * 2**30:
+        pytest.skip("needs 8 GB of free disk")
+    n = 560_000_000
+    w = np.ones(n, dtype=np.float32)
+    w[:10] = np.arange(10)
+    wv = ir.Value(name="W", const_value=ir.tensor(w, name="W"))
+    wv.shape, wv.type = ir.Shape([n]), ir.TensorType(ir.DataType.FLOAT)
+    idx = ir.Value(name="idx", type=ir.TensorType(ir.DataType.INT64), shape=ir.Shape([1, 3]))
+    node = ir.Node("", "Gather", [wv, idx], attributes=[ir.AttrInt64("axis", 0)], name="gather")
+    y = node.outputs[0]
+    y.name, y.type, y.shape = "y", ir.TensorType(ir.DataType.FLOAT), ir.Shape([1, 3])
+    graph = ir.Graph([idx], [y], nodes=[node], initializers=[wv], opset_imports={"": 17}, name="big")
+    model = ir.Model(graph, ir_version=8, producer_name="tests")
+    model.metadata_props["k"] = "v"
+    src = io.save(model, tmp_path / "big.onnx")  # above the protobuf limit: external data
+    del w, wv, model, graph
+    assert (tmp_path / "big.onnx.data").stat().st_size == 4 * n
+    loaded = io.load(src)
+    assert io.model_nbytes(loaded) == 4 * n
+    r = CliRunner().invoke(main, ["inspect", str(src), "--json"])
+    assert r.exit_code == 0, r.output
+    assert '"params": 560000000' in r.output
+    np.savez(tmp_path / "idx.npz", idx=np.array([[0, 5, 9]], np.int64))
+    out = tmp_path / "out" / "big2.onnx"
+    args = ["simplify", str(src), "-o", str(out), "--no-onnxsim", "--data", str(tmp_path / "idx.npz")]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert (out.parent / "big2.onnx.data").stat().st_size == 4 * n
+    assert onnx.load(out, load_external_data=False).metadata_props[0].value == "v"
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(sess.run(None, {"idx": np.array([[0, 5, 9]], np.int64)})[0], [[0, 5, 9]])
