@@ -1,0 +1,406 @@
+"""Post-training int8 quantization with streaming calibration and accuracy recovery.
+
+Pipeline (each step a separate, testable function)::
+
+    prepare (constants, shapes, BN folding, onnxsim, opset)
+      -> [cross-layer equalization]
+      -> calibrate (one streaming pass; minmax / percentile / entropy / mse)
+      -> plan (nodes kept float: user exclusions, mask-like ranges, mixed Concats)
+      -> ONNX Runtime QDQ / QOperator quantizer with these ranges
+      -> [bias correction] -> [fallback to float until the target is met]
+      -> checker + ONNX Runtime load check -> verify against the float model
+
+Example::
+
+    from onnxcomp.quantize import QuantizeConfig, quantize
+    result = quantize("model.onnx", "calib.npz", QuantizeConfig(method="entropy"))
+    onnxcomp.save(result.model, "model.int8.onnx")
+    print(result.report.verify.min_cosine)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp import io
+from onnxcomp.errors import CalibrationError, InvalidInputError, UnsupportedModelError
+from onnxcomp.quantize._calibrate import (
+    METHODS,
+    CalibrationResult,
+    calibrate,
+    calibration_tensors,
+    load_ranges,
+    save_ranges,
+)
+from onnxcomp.quantize._collectors import Range
+from onnxcomp.quantize._ort import OrtOptions, quantize_dynamic_ort, quantize_static_ort
+from onnxcomp.quantize._plan import Exclusion, name_nodes, plan_exclusions
+from onnxcomp.quantize._prepare import PrepareConfig, prepare
+
+__all__ = [
+    "METHODS",
+    "CalibrationResult",
+    "Exclusion",
+    "QuantizeConfig",
+    "QuantizeReport",
+    "QuantizeResult",
+    "Range",
+    "calibrate",
+    "load_ranges",
+    "quantize",
+    "save_ranges",
+]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Options of :func:`quantize`.
+
+    Attributes:
+        mode: ``static`` (calibrated) or ``dynamic`` (ONNX Runtime dynamic quantization).
+        format: ``qdq`` (QuantizeLinear/DequantizeLinear pairs) or ``qoperator`` (QLinear* ops).
+        method: Calibration method: minmax, percentile, entropy, mse.
+        percentile: Central percentage kept by ``percentile``.
+        bins: Histogram bins of the histogram methods (many more than the 255 levels).
+        per_channel: Per-output-channel weight scales (opset upgraded to 13 when needed).
+        activation_type / weight_type: ``u8`` or ``s8``.
+        activation_symmetric / weight_symmetric: Symmetric ranges.
+        exclude: Node names, fnmatch patterns or op types kept in float.
+        op_types: Op types to quantize (default: all ONNX Runtime supports).
+        shapes: Fixed input dims (``{"input": (1, 3, 224, 224)}``).
+        fix_shapes_from_data: Fix every dynamic input dim from the first sample.
+        onnxsim / fold_bn: Preparation steps.
+        batch_size: Calibration batch size (memory is batch-bound, not sample-bound).
+        ranges: Precomputed ranges (JSON file from ``save_ranges``) instead of calibrating.
+        save_ranges: Where to write the calibrated ranges.
+        range_limit: Tensors with ``max|x|`` beyond this stay float (attention masks).
+        concat_ratio: Magnitude ratio above which a Concat reaching an output stays float.
+        equalize: Cross-layer equalization of consecutive convs before calibration.
+        bias_correction: Correct the output shift caused by weight quantization.
+        target_cosine: Keep the most sensitive nodes in float until every output's cosine reaches this.
+        max_drop: Same, until accuracy (labelled evaluation data) drops by at most this (0-1).
+        max_fallback: Most nodes the fallback may keep in float.
+        eval_limit: Samples used by sensitivity analysis and the fallback loop.
+        sensitivity: Compute the per-tensor sensitivity report.
+        verify: Compare the result with the float model (fidelity, size, latency).
+        latency_repeats: Latency runs of the verification (0 = skip).
+        threads: ONNX Runtime intra-op threads.
+    """
+
+    mode: str = "static"
+    format: str = "qdq"
+    method: str = "minmax"
+    percentile: float = 99.99
+    bins: int = 2048
+    per_channel: bool = True
+    activation_type: str = "u8"
+    weight_type: str = "s8"
+    activation_symmetric: bool = False
+    weight_symmetric: bool = True
+    exclude: tuple[str, ...] = ()
+    op_types: tuple[str, ...] = ()
+    shapes: Mapping[str, Sequence[int]] | None = None
+    fix_shapes_from_data: bool = False
+    onnxsim: bool = True
+    fold_bn: bool = True
+    batch_size: int = 8
+    ranges: str | None = None
+    save_ranges: str | None = None
+    range_limit: float = 1e6
+    concat_ratio: float = 8.0
+    equalize: bool = False
+    bias_correction: bool = False
+    target_cosine: float | None = None
+    max_drop: float | None = None
+    max_fallback: int = 32
+    eval_limit: int = 64
+    sensitivity: bool = False
+    verify: bool = True
+    latency_repeats: int = 20
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("static", "dynamic"):
+            raise InvalidInputError(f"--mode must be static or dynamic, got {self.mode!r}")
+        if self.format not in ("qdq", "qoperator"):
+            raise InvalidInputError(f"--format must be qdq or qoperator, got {self.format!r}")
+        if self.method not in METHODS:
+            raise InvalidInputError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not 0.0 < self.percentile <= 100.0:
+            raise InvalidInputError(f"--percentile must be in (0, 100], got {self.percentile}")
+        for name in ("activation_type", "weight_type"):
+            if getattr(self, name) not in ("u8", "s8"):
+                raise InvalidInputError(f"{name} must be u8 or s8, got {getattr(self, name)!r}")
+        if self.bins < 256:
+            raise InvalidInputError(f"--bins must be >= 256 (many more than 255 levels), got {self.bins}")
+        if self.batch_size < 1:
+            raise InvalidInputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.target_cosine is not None and not -1.0 <= self.target_cosine <= 1.0:
+            raise InvalidInputError(f"--target-cosine must be within [-1, 1], got {self.target_cosine}")
+        if self.max_drop is not None and not 0.0 <= self.max_drop <= 1.0:
+            raise InvalidInputError(f"--max-drop must be within [0, 1], got {self.max_drop}")
+        if self.mode == "dynamic" and (self.target_cosine is not None or self.max_drop is not None):
+            raise InvalidInputError("--target-cosine/--max-drop need static quantization")
+
+
+@dataclass
+class QuantizeReport:
+    """What :func:`quantize` did and how the result compares with the float model."""
+
+    mode: str
+    format: str
+    method: str | None
+    per_channel: bool
+    opset: tuple[int, int]
+    samples: int
+    synthetic: bool
+    calibrated_tensors: int
+    excluded: list[Exclusion] = field(default_factory=list)
+    fallback: list[str] = field(default_factory=list)
+    folded_bn: list[str] = field(default_factory=list)
+    equalized: list[str] = field(default_factory=list)
+    bias_corrected: list[str] = field(default_factory=list)
+    sensitivity: list[Any] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    quantized_nodes: int = 0
+    target_met: bool | None = None
+    verify: Any = None
+    calibration_state_bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "format": self.format,
+            "method": self.method,
+            "per_channel": self.per_channel,
+            "opset": list(self.opset),
+            "samples": self.samples,
+            "synthetic": self.synthetic,
+            "calibrated_tensors": self.calibrated_tensors,
+            "quantized_nodes": self.quantized_nodes,
+            "excluded": [e.to_dict() for e in self.excluded],
+            "fallback": self.fallback,
+            "folded_bn": self.folded_bn,
+            "equalized": self.equalized,
+            "bias_corrected": self.bias_corrected,
+            "sensitivity": [s.to_dict() for s in self.sensitivity],
+            "target_met": self.target_met,
+            "warnings": self.warnings,
+            "calibration_state_bytes": self.calibration_state_bytes,
+            "verify": self.verify.to_dict() if self.verify is not None else None,
+        }
+
+
+@dataclass
+class QuantizeResult:
+    """The quantized model and its report."""
+
+    model: ir.Model
+    report: QuantizeReport
+
+
+def _load(model: ir.Model | str | os.PathLike[str], shapes: Mapping[str, Sequence[int]] | None) -> ir.Model:
+    if isinstance(model, ir.Model):
+        return model
+    return io.load(model, shapes=shapes)
+
+
+def _dataset(data: Any, model: ir.Model) -> Any:
+    from onnxcomp.data import Dataset, open_data
+
+    if data is None:
+        return None
+    if isinstance(data, Dataset):
+        return data
+    return open_data(data, model)
+
+
+def load_check(model: ir.Model) -> None:
+    """The quantized model must pass the ONNX checker and load in ONNX Runtime (pitfall 1)."""
+    import onnx
+
+    from onnxcomp.runtime import create_session
+
+    proto = io.to_proto(model)
+    try:
+        onnx.checker.check_model(proto, full_check=False)
+    except Exception as e:
+        raise UnsupportedModelError(f"the quantized model fails the ONNX checker: {e}") from e
+    create_session(model)
+
+
+def _first_shapes(data: Any) -> dict[str, tuple[int, ...]]:
+    for s in data.samples():
+        return {k: tuple(v.shape) for k, v in s.feed.items()}
+    raise CalibrationError(f"{data.description}: no samples")
+
+
+def count_quantized(model: ir.Model) -> int:
+    """Nodes fed by a DequantizeLinear or of a QLinear*/integer op type."""
+    n = 0
+    for node in model.graph:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"):
+            continue
+        if node.op_type.startswith("QLinear") or node.op_type in ("ConvInteger", "MatMulInteger"):
+            n += 1
+            continue
+        if any(v is not None and v.producer() is not None and v.producer().op_type == "DequantizeLinear"  # type: ignore[union-attr]
+               for v in node.inputs):
+            n += 1
+    return n
+
+
+def quantize(
+    model: ir.Model | str | os.PathLike[str],
+    data: Any = None,
+    config: QuantizeConfig | None = None,
+    *,
+    eval_data: Any = None,
+    progress: Progress | None = None,
+) -> QuantizeResult:
+    """Quantize ``model`` to int8.
+
+    Args:
+        model: Float model (object or path).
+        data: Calibration samples: a path, :class:`~onnxcomp.data.Dataset`, an
+            iterable of ``{input: array}`` or an ONNX Runtime ``CalibrationDataReader``.
+            Not needed with ``config.ranges`` or ``mode="dynamic"`` (then no verification).
+        config: Options.
+        eval_data: Samples (with labels for ``max_drop``) for verification and
+            fallback; defaults to ``data``.
+        progress: Called with (samples done, total or None) during calibration.
+
+    Raises:
+        InvalidInputError / DataError / CalibrationError: Bad options or samples.
+        UnsupportedModelError: The model cannot be quantized (reason given).
+    """
+    from onnxcomp.quantize import _recovery
+
+    cfg = config or QuantizeConfig()
+    original = _load(model, None)
+    dataset = _dataset(data, original)
+    evalset = _dataset(eval_data, original) if eval_data is not None else dataset
+    shapes = dict(cfg.shapes or {})
+    if cfg.fix_shapes_from_data:
+        if dataset is None:
+            raise InvalidInputError("fixing shapes from the data needs calibration data")
+        for k, v in _first_shapes(dataset).items():
+            shapes.setdefault(k, v)
+    if cfg.mode == "static" and dataset is None and cfg.ranges is None:
+        raise CalibrationError("static quantization needs calibration data (--data) or --ranges")
+    if cfg.max_drop is not None and evalset is None:
+        raise InvalidInputError("--max-drop needs labelled evaluation data")
+    prep = prepare(
+        original,
+        PrepareConfig(shapes=shapes or None, onnxsim=cfg.onnxsim, fold_bn=cfg.fold_bn,
+                      per_channel=cfg.per_channel),
+    )
+    float_model = prep.model
+    name_nodes(float_model)
+    report = QuantizeReport(
+        mode=cfg.mode, format=cfg.format, method=cfg.method if cfg.mode == "static" else None,
+        per_channel=prep.per_channel, opset=(prep.opset_before, prep.opset_after),
+        samples=0, synthetic=bool(dataset is not None and dataset.synthetic), calibrated_tensors=0,
+        folded_bn=prep.folded_bn, warnings=list(prep.warnings),
+    )
+    if report.synthetic:
+        report.warnings.append(
+            "calibrated on SYNTHETIC random inputs: ranges and accuracy on real data may be poor"
+        )
+    opts = OrtOptions(
+        format=cfg.format, per_channel=prep.per_channel, activation_type=cfg.activation_type,
+        weight_type=cfg.weight_type, activation_symmetric=cfg.activation_symmetric,
+        weight_symmetric=cfg.weight_symmetric, op_types=tuple(cfg.op_types),
+    )
+    if cfg.mode == "dynamic":
+        plan = plan_exclusions(float_model, {}, exclude=cfg.exclude, limit=cfg.range_limit)
+        report.excluded = plan
+        qmodel = quantize_dynamic_ort(float_model, replace(opts, exclude_nodes=tuple(e.node for e in plan)))
+        load_check(qmodel)
+        report.quantized_nodes = count_quantized(qmodel)
+    else:
+        if cfg.equalize:
+            report.equalized = _recovery.equalize(float_model)
+        means_for = _recovery.bias_correction_inputs(float_model) if cfg.bias_correction else []
+        if cfg.ranges:
+            calib = load_ranges(cfg.ranges)
+            if dataset is not None and (means_for or calib.ranges.keys() < set(calibration_tensors(float_model))):
+                # ranges given: still one pass for missing types/means (cheap minmax)
+                extra = calibrate(float_model, dataset, method="minmax", batch_size=cfg.batch_size,
+                                  channel_stats=means_for, threads=cfg.threads)
+                calib.dtypes, calib.channel_means = extra.dtypes, extra.channel_means
+                calib.samples = extra.samples
+        else:
+            calib = calibrate(
+                float_model, dataset, method=cfg.method, percentile=cfg.percentile, bins=cfg.bins,
+                batch_size=cfg.batch_size, channel_stats=means_for, threads=cfg.threads,
+                progress=progress,
+            )
+            if cfg.save_ranges:
+                save_ranges(calib, cfg.save_ranges)
+        report.samples = calib.samples
+        report.calibrated_tensors = len(calib.ranges)
+        report.calibration_state_bytes = calib.state_nbytes
+        if calib.nonfinite:
+            names = ", ".join(list(calib.nonfinite)[:5])
+            report.warnings.append(f"NaN/inf seen in activations ({names}); their producers stay float")
+        plan = plan_exclusions(
+            float_model, calib.ranges, exclude=cfg.exclude, limit=cfg.range_limit,
+            concat_ratio=cfg.concat_ratio, nonfinite=calib.nonfinite,
+        )
+        if cfg.bias_correction:
+            names = tuple(e.node for e in plan)
+            q0 = quantize_static_ort(
+                float_model, calib.ranges, replace(opts, format="qdq", exclude_nodes=names), calib.dtypes
+            )
+            report.bias_corrected = _recovery.bias_correct(float_model, q0, calib.channel_means)
+        report.excluded = plan
+
+        def build(extra_float: Sequence[str]) -> ir.Model:
+            names = tuple(e.node for e in plan) + tuple(extra_float)
+            q = quantize_static_ort(float_model, calib.ranges, replace(opts, exclude_nodes=names), calib.dtypes)
+            load_check(q)
+            return q
+
+        qmodel = build(())
+        if cfg.target_cosine is not None or cfg.max_drop is not None or cfg.sensitivity:
+            if evalset is None:
+                raise InvalidInputError("sensitivity analysis and fallback need samples (--data)")
+            rec = _recovery.recover(
+                original_float=float_model, qmodel=qmodel, build=build, data=evalset, config=cfg,
+                excluded={e.node for e in plan},
+            )
+            qmodel = rec.model
+            report.sensitivity = rec.sensitivity
+            report.fallback = rec.fallback
+            report.target_met = rec.target_met
+            if rec.target_met is False:
+                report.warnings.append(
+                    f"target not met after keeping {len(rec.fallback)} node(s) in float"
+                )
+        report.quantized_nodes = count_quantized(qmodel)
+    if cfg.verify and evalset is not None:
+        from onnxcomp.verify import VerifyConfig, verify
+
+        report.verify = verify(
+            original, qmodel, evalset,
+            VerifyConfig(latency_repeats=cfg.latency_repeats, threads=cfg.threads),
+        )
+        lr = report.verify.latency_ratio
+        if lr is not None and lr > 1.05:
+            report.warnings.append(
+                f"the int8 model is {lr:.2f}x the float latency here; quantization does not pay on "
+                "this model/CPU (consider --exclude for small layers or keeping float)"
+            )
+    return QuantizeResult(qmodel, report)

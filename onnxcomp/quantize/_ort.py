@@ -1,0 +1,203 @@
+"""Glue to ONNX Runtime's quantization machinery, driven by onnxcomp's ranges.
+
+ONNX Runtime writes the QDQ / QOperator graphs (``QDQQuantizer`` /
+``ONNXQuantizer`` from ``onnxruntime.quantization``) and provides the int8
+kernels; onnxcomp supplies the ranges (``tensors_range``: ``TensorData(lowest,
+highest)`` per tensor), the node selection and the typed options. Scale and
+zero point follow ONNX Runtime's ``compute_scale_zp``: for an asymmetric u8
+range ``[lo, hi]`` (extended to contain 0) ``s = (hi - lo) / 255`` and
+``z = round(-lo / s)``; symmetric ranges use ``max(|lo|, |hi|)``.
+
+``--mode dynamic`` calls ``quantize_dynamic`` (weights int8 offline,
+activations quantized at run time), which needs no calibration data.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp import io
+from onnxcomp.errors import UnsupportedModelError
+from onnxcomp.quantize._collectors import Range
+
+__all__ = ["OrtOptions", "default_op_types", "quantize_dynamic_ort", "quantize_static_ort"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OrtOptions:
+    """What ONNX Runtime's quantizer is asked to do."""
+
+    format: str = "qdq"
+    per_channel: bool = True
+    activation_type: str = "u8"
+    weight_type: str = "s8"
+    activation_symmetric: bool = False
+    weight_symmetric: bool = True
+    reduce_range: bool = False
+    op_types: tuple[str, ...] = ()
+    exclude_nodes: tuple[str, ...] = ()
+
+
+def default_op_types() -> list[str]:
+    """Every op type ONNX Runtime knows how to quantize (QDQ and QOperator)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def _qtype(name: str):  # type: ignore[no-untyped-def]
+    from onnxruntime.quantization import QuantType
+
+    return {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[name]
+
+
+def _fill_types(proto, dtypes: Mapping[str, np.dtype]) -> None:  # type: ignore[no-untyped-def]
+    """Add value_info for tensors whose type ONNX shape inference could not find."""
+    import onnx
+    from onnx import helper
+
+    known = {vi.name for vi in proto.graph.value_info}
+    known |= {v.name for v in proto.graph.input} | {v.name for v in proto.graph.output}
+    known |= {t.name for t in proto.graph.initializer}
+    for name, dt in dtypes.items():
+        if name in known:
+            continue
+        try:
+            elem = helper.np_dtype_to_tensor_dtype(np.dtype(dt))
+        except Exception:  # non-tensor outputs
+            continue
+        vi = onnx.ValueInfoProto()
+        vi.name = name
+        vi.type.tensor_type.elem_type = elem
+        proto.graph.value_info.append(vi)
+
+
+def _to_proto_inferred(model: ir.Model, dtypes: Mapping[str, np.dtype]):  # type: ignore[no-untyped-def]
+    import onnx
+
+    proto = io.to_proto(model)
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception as e:  # partial types are completed from the calibration pass
+        logger.info("ONNX shape inference failed (%s); using observed types", e)
+    _fill_types(proto, dtypes)
+    return proto
+
+
+def quantize_static_ort(
+    model: ir.Model,
+    ranges: Mapping[str, Range],
+    options: OrtOptions,
+    dtypes: Mapping[str, np.dtype] | None = None,
+) -> ir.Model:
+    """Quantize with ONNX Runtime's QDQ or QOperator quantizer and the given ranges.
+
+    Raises:
+        UnsupportedModelError: ONNX Runtime's quantizer fails on the model.
+    """
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+    from onnxruntime.quantization.onnx_quantizer import ONNXQuantizer
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+    from onnxruntime.quantization.quant_utils import QuantizationMode
+
+    proto = _to_proto_inferred(model, dtypes or {})
+    tensors = TensorsData(
+        CalibrationMethod.MinMax,
+        {
+            k: TensorData(lowest=np.array(r.lo, dtype=np.float32), highest=np.array(r.hi, dtype=np.float32))
+            for k, r in ranges.items()
+        },
+    )
+    extra = {
+        "ActivationSymmetric": options.activation_symmetric,
+        "WeightSymmetric": options.weight_symmetric,
+    }
+    op_types = list(options.op_types) or default_op_types()
+    excluded = list(options.exclude_nodes)
+    try:
+        if options.format == "qoperator":
+            quantizer = ONNXQuantizer(
+                proto, options.per_channel, options.reduce_range, QuantizationMode.QLinearOps, True,
+                _qtype(options.weight_type), _qtype(options.activation_type), tensors, [], excluded,
+                op_types, extra,
+            )
+        else:
+            quantizer = QDQQuantizer(
+                proto, options.per_channel, options.reduce_range, _qtype(options.weight_type),
+                _qtype(options.activation_type), tensors, [], excluded, op_types, extra,
+            )
+        quantizer.quantize_model()
+        quantizer.model.topological_sort()
+        for init in quantizer.model.model.graph.initializer:
+            quantizer.model._check_init(init, "end")
+    except Exception as e:
+        msg = " ".join(str(e).split())[:300]
+        raise UnsupportedModelError(f"ONNX Runtime's quantizer failed: {type(e).__name__}: {msg}") from e
+    out = ir.serde.deserialize_model(quantizer.model.model)
+    _copy_props(model, out)
+    return out
+
+
+def quantize_dynamic_ort(model: ir.Model, options: OrtOptions) -> ir.Model:
+    """ONNX Runtime dynamic quantization (int8 weights, activations at run time)."""
+    import onnx
+    from onnxruntime.quantization import quantize_dynamic
+
+    proto = io.to_proto(model)
+    with tempfile.TemporaryDirectory(prefix="onnxcomp-q-") as d:
+        src, dst = Path(d) / "in.onnx", Path(d) / "out.onnx"
+        onnx.save(proto, src)
+        try:
+            quantize_dynamic(
+                src, dst, op_types_to_quantize=list(options.op_types) or None,
+                per_channel=options.per_channel, reduce_range=options.reduce_range,
+                weight_type=_qtype(options.weight_type), nodes_to_exclude=list(options.exclude_nodes),
+                extra_options={"WeightSymmetric": options.weight_symmetric},
+            )
+        except Exception as e:
+            msg = " ".join(str(e).split())[:300]
+            raise UnsupportedModelError(f"ONNX Runtime's dynamic quantizer failed: {msg}") from e
+        out = ir.load(dst)
+        # materialize tensors before the temporary folder goes away
+        out = ir.serde.deserialize_model(ir.serde.serialize_model(out))
+    _copy_props(model, out)
+    return out
+
+
+def _copy_props(src: ir.Model, dst: ir.Model) -> None:
+    dst.metadata_props.update(src.metadata_props)
+    dst.producer_name = src.producer_name or dst.producer_name
+    dst.producer_version = src.producer_version or dst.producer_version
+    dst.doc_string = src.doc_string
+    dst.model_version = src.model_version
+
+
+def weight_quant_error(
+    w: np.ndarray, axis: int | None, symmetric: bool = True, qmin: int = -127, qmax: int = 127
+) -> np.ndarray:
+    """Dequantized ``w`` as ONNX Runtime's s8 weight quantization produces it (for bias correction)."""
+    w64 = w.astype(np.float64)
+    if axis is None:
+        red: Sequence[int] | None = None
+    else:
+        red = tuple(i for i in range(w.ndim) if i != axis)
+    if symmetric:
+        amax = np.max(np.abs(w64), axis=red, keepdims=True)
+        scale = np.where(amax > 0, amax / ((qmax - qmin) / 2), 1.0)
+        q = np.clip(np.round(w64 / scale), qmin, qmax)
+        return (q * scale).astype(w.dtype)
+    lo = np.minimum(np.min(w64, axis=red, keepdims=True), 0.0)
+    hi = np.maximum(np.max(w64, axis=red, keepdims=True), 0.0)
+    scale = np.where(hi > lo, (hi - lo) / 255.0, 1.0)
+    zp = np.round(-128 - lo / scale)
+    q = np.clip(np.round(w64 / scale) + zp, -128, 127)
+    return ((q - zp) * scale).astype(w.dtype)

@@ -1,0 +1,149 @@
+"""Which nodes stay in float, and why (the quantization plan).
+
+Rules, applied to the prepared model and its calibrated ranges:
+
+* user exclusions: ``--exclude`` entries match a node name exactly, as an
+  ``fnmatch`` pattern, or an op type;
+* huge ranges (pitfall 4): a tensor with ``max(|lo|, |hi|) > limit`` (e.g. an
+  additive attention mask of float32 lowest, -3.4e38) cannot share 256 levels
+  with anything useful: its producer and consumers stay float; so does a node
+  with a constant float input beyond the limit;
+* mixed Concat outputs (pitfall 5): a Concat that reaches a graph output
+  through layout-only ops, whose inputs' magnitudes ``max(|lo|, |hi|)`` differ by
+  more than ``concat_ratio``, stays float (with those layout ops), so that each
+  input keeps its own scale instead of one shared scale erasing the small one;
+* non-finite activations seen at calibration: the producer stays float.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxcomp.quantize._collectors import Range
+
+__all__ = ["Exclusion", "name_nodes", "plan_exclusions"]
+
+_LAYOUT_OPS = {"Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"}
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A node kept in float."""
+
+    node: str
+    op_type: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"node": self.node, "op_type": self.op_type, "reason": self.reason}
+
+
+def name_nodes(model: ir.Model) -> int:
+    """Give every unnamed main-graph node a unique name (ONNX Runtime excludes nodes by name)."""
+    taken = {n.name for n in model.graph if n.name}
+    named = 0
+    for i, node in enumerate(model.graph):
+        if node.name:
+            continue
+        base = f"{node.op_type}_{i}"
+        name, k = base, 0
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        node.name = name
+        taken.add(name)
+        named += 1
+    return named
+
+
+def _mag(r: Range) -> float:
+    return max(abs(r.lo), abs(r.hi))
+
+
+def plan_exclusions(
+    model: ir.Model,
+    ranges: Mapping[str, Range],
+    *,
+    exclude: Iterable[str] = (),
+    limit: float = 1e6,
+    concat_ratio: float = 8.0,
+    nonfinite: Iterable[str] = (),
+) -> list[Exclusion]:
+    """The nodes to keep in float, each with its reason (first reason wins)."""
+    out: dict[str, Exclusion] = {}
+
+    def add(node: ir.Node, reason: str) -> None:
+        if node.name and node.name not in out:
+            out[node.name] = Exclusion(node.name, node.op_type, reason)
+
+    patterns = list(exclude)
+    for node in model.graph:
+        for p in patterns:
+            if node.name == p or fnmatch.fnmatchcase(node.name or "", p) or node.op_type == p:
+                add(node, f"--exclude {p}")
+                break
+    for node in model.graph:
+        for v in node.inputs:
+            if v is None or v.const_value is None:
+                continue
+            if v.dtype not in (ir.DataType.FLOAT, ir.DataType.FLOAT16) or v.const_value.size == 0:
+                continue
+            if v.const_value.size > 1_000_000:
+                continue
+            arr = v.const_value.numpy()
+            if float(np.max(np.abs(arr.astype(np.float64)))) > limit:
+                add(node, f"constant input {v.name} holds values beyond +-{limit:g} (mask-like)")
+    values = ir.convenience.create_value_mapping(model.graph)
+    for name, r in ranges.items():
+        if _mag(r) <= limit:
+            continue
+        v = values.get(name)
+        if v is None:
+            continue
+        why = f"tensor {name} spans [{r.lo:.3g}, {r.hi:.3g}] (beyond +-{limit:g}, mask-like)"
+        if v.producer() is not None:
+            add(v.producer(), why)  # type: ignore[arg-type]
+        for user in v.consumers():
+            add(user, why)
+    for name in nonfinite:
+        v = values.get(name)
+        if v is not None and v.producer() is not None:
+            add(v.producer(), f"tensor {name} had NaN/inf values at calibration")  # type: ignore[arg-type]
+    for node in model.graph:
+        if node.op_type != "Concat" or not node.outputs:
+            continue
+        chain = _reaches_output(node.outputs[0])
+        if chain is None:
+            continue
+        mags = [_mag(ranges[v.name]) for v in node.inputs if v is not None and v.name in ranges]
+        mags = [m for m in mags if m > 0]
+        if len(mags) < 2 or max(mags) / min(mags) <= concat_ratio:
+            continue
+        why = (
+            f"Concat feeding graph output of inputs with magnitudes {min(mags):.3g}..{max(mags):.3g} "
+            f"(ratio {max(mags) / min(mags):.1f} > {concat_ratio:g}); one shared scale would erase the small ones"
+        )
+        add(node, why)
+        for n in chain:
+            add(n, why)
+    return list(out.values())
+
+
+def _reaches_output(v: ir.Value) -> list[ir.Node] | None:
+    """Layout-only nodes between ``v`` and a graph output, or None if it does not reach one."""
+    chain: list[ir.Node] = []
+    cur = v
+    for _ in range(8):
+        if cur.is_graph_output():
+            return chain
+        users = cur.consumers()
+        if len(users) != 1 or users[0].op_type not in _LAYOUT_OPS:
+            return None
+        chain.append(users[0])
+        cur = users[0].outputs[0]
+    return None

@@ -1,0 +1,130 @@
+"""Streaming calibration collectors against exact numpy computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from onnxcomp.quantize._collectors import (
+    HistogramCollector,
+    MinMaxCollector,
+    entropy_range,
+    mse_range,
+    percentile_range,
+)
+
+
+def _batches(seed: int, n: int, size: int = 500) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal(size) * (0.5 + i % 7) + (i % 3)).astype(np.float32) for i in range(n)]
+
+
+def test_minmax_equals_numpy() -> None:
+    batches = _batches(0, 30)
+    c = MinMaxCollector()
+    for b in batches:
+        c.update(b)
+    allx = np.concatenate(batches)
+    assert c.range().lo == float(allx.min())
+    assert c.range().hi == float(allx.max())
+    assert c.count == allx.size
+
+
+def test_minmax_counts_nonfinite() -> None:
+    c = MinMaxCollector()
+    c.update(np.array([1.0, np.nan, -2.0, np.inf], dtype=np.float32))
+    assert (c.min, c.max, c.nonfinite) == (-2.0, 1.0, 2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    nbatch=st.integers(1, 25),
+    bins=st.sampled_from([64, 256, 2048]),
+    grow=st.floats(1.0, 50.0),
+)
+def test_streaming_histogram_equals_one_shot(seed: int, nbatch: int, bins: int, grow: float) -> None:
+    rng = np.random.default_rng(seed)
+    batches = [
+        (rng.standard_normal(rng.integers(1, 400)) * (1 + grow * i / nbatch) + rng.normal()).astype(np.float32)
+        for i in range(nbatch)
+    ]
+    h = HistogramCollector(bins)
+    for b in batches:
+        h.update(b)
+    allx = np.concatenate(batches).astype(np.float64)
+    ref, _ = np.histogram(allx, bins=h.edges)
+    assert h.counts.sum() == allx.size
+    # identical except for values lying exactly on an edge (float rounding)
+    assert np.abs(ref - h.counts).sum() <= 2
+    assert h.edges[0] <= allx.min() and h.edges[-1] >= allx.max()
+    # the grid is not much wider than the data: at least a quarter of the bins span it
+    used = np.nonzero(h.counts)[0]
+    if allx.max() > allx.min():
+        assert used[-1] - used[0] + 1 >= bins // 4 - 2
+
+
+def test_collector_memory_does_not_grow() -> None:
+    rng = np.random.default_rng(1)
+    sizes = {}
+    for n in (10, 1000):
+        h = HistogramCollector(2048)
+        for i in range(n):
+            h.update(rng.standard_normal(64) * (1 + i / 100))
+        sizes[n] = (h.counts.shape, h.counts.nbytes, h.state_nbytes())
+    assert sizes[10] == sizes[1000]
+    assert sizes[1000][1] == 2048 * 8
+
+
+def test_percentile_matches_numpy_within_a_bin() -> None:
+    batches = _batches(2, 20)
+    h = HistogramCollector(2048)
+    for b in batches:
+        h.update(b)
+    allx = np.concatenate(batches)
+    r = h.range("percentile", percentile=99.0)
+    lo, hi = np.percentile(allx, [0.5, 99.5])
+    assert abs(r.lo - lo) <= 2 * h.width
+    assert abs(r.hi - hi) <= 2 * h.width
+
+
+def test_percentile_one_sided_for_nonnegative() -> None:
+    x = np.abs(np.random.default_rng(3).standard_normal(10_000))
+    h = HistogramCollector()
+    h.update(x)
+    r = h.range("percentile", percentile=99.0)
+    assert r.lo == 0.0 or r.lo == pytest.approx(x.min())
+    assert abs(r.hi - np.percentile(x, 99.0)) <= 2 * h.width
+
+
+def test_entropy_does_not_degenerate_to_minmax() -> None:
+    """Pitfall 3: with 2048 bins for 255 levels the KL search clips outliers."""
+    rng = np.random.default_rng(4)
+    x = np.concatenate([rng.standard_normal(100_000), [40.0, -35.0]])
+    h = HistogramCollector(2048)
+    h.update(x)
+    r = h.range("entropy")
+    assert 2.0 < r.hi < 30.0 and -30.0 < r.lo < -2.0
+    m = h.range("mse")
+    assert 2.0 < m.hi < 40.0
+    assert h.range("minmax").hi == 40.0
+
+
+def test_range_functions_on_uniform_data_keep_full_range() -> None:
+    counts = np.full(2048, 100.0)
+    edges = np.linspace(-1, 1, 2049)
+    assert entropy_range(counts, edges, 255).hi == pytest.approx(1.0, abs=0.05)
+    assert mse_range(counts, edges, 255).hi == pytest.approx(1.0, abs=0.05)
+    r = percentile_range(counts, edges, 100.0)
+    assert (r.lo, r.hi) == (-1.0, 1.0)
+
+
+def test_constant_data() -> None:
+    h = HistogramCollector()
+    for _ in range(3):
+        h.update(np.full(10, 3.5))
+    for method in ("minmax", "percentile", "entropy", "mse"):
+        r = h.range(method)
+        assert r.lo <= 3.5 <= r.hi + 1e-6
