@@ -162,6 +162,16 @@ class NpySource:
     def fingerprint(self) -> str:
         return _file_fingerprint(self.path)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickle the path, not the memory map (which would copy the whole array).
+        state = dict(self.__dict__)
+        state.pop("_arr", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
+
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for i in range(len(self)):
             yield {self.input_name: np.array(self._arr[i])}
