@@ -1,0 +1,120 @@
+"""Channel importance.
+
+Scores are computed per channel of every space and summed over the channels
+of a pruning unit (the channels tied together across a group):
+
+* ``l1`` / ``l2``: for every weight tensor sliced with the group (the sources'
+  output filters, the consumers' input slices, depthwise filters), the L1 norm
+  ``sum |W[..., c, ...]|`` or L2 norm of each channel's slice, divided by the
+  tensor's mean so that layers of different scale count alike;
+* ``bn``: ``|gamma|`` of the BatchNormalization layers of the group (l1 when
+  the group has none);
+* ``activation``: mean ``|x|`` over calibration samples of every tensor that a
+  contraction reads (the inputs of the consumers), per element of the channel
+  axis, streamed sample by sample.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from onnxcomp.prune._graph import Analysis, Layout, ParamSlice
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["activation_stats", "channel_scores"]
+
+
+def _element_norms(arr: np.ndarray, sl: ParamSlice, full: int, p: int) -> np.ndarray:
+    a = np.abs(arr.astype(np.float64)) if p == 1 else arr.astype(np.float64) ** 2
+    if sl.groups <= 1:
+        if arr.shape[sl.axis] != full:
+            return np.zeros(full)
+        v = np.moveaxis(a, sl.axis, 0).reshape(full, -1).sum(1)
+    else:
+        per = full // sl.groups
+        blocks = arr.shape[sl.group_axis] // sl.groups
+        v = np.zeros(full)
+        for g in range(sl.groups):
+            part = np.take(a, np.arange(g * blocks, (g + 1) * blocks), axis=sl.group_axis)
+            v[g * per : (g + 1) * per] = np.moveaxis(part, sl.axis, 0).reshape(per, -1).sum(1)
+    return np.sqrt(v) if p == 2 else v
+
+
+def _add(scores: dict[int, np.ndarray], layout: Layout, vec: np.ndarray) -> None:
+    m = float(vec.mean()) if vec.size else 0.0
+    if m > 0:
+        vec = vec / m
+    for e0, e1, space, ch in layout.element_channels():
+        scores[space][ch] += float(vec[e0:e1].sum())
+
+
+def channel_scores(
+    an: Analysis,
+    criterion: str,
+    activations: dict[str, np.ndarray] | None = None,
+) -> dict[int, np.ndarray]:
+    """Score of every channel of every space (higher = more important)."""
+    scores = {s.id: np.zeros(s.size) for s in an.spaces}
+    if criterion in ("l1", "l2", "bn", "reconstruction"):
+        p = 2 if criterion == "l2" else 1
+        tags = ("bn_scale",) if criterion == "bn" else ("weight", "dw_weight")
+        for sl in an.slices:
+            if sl.tag not in tags:
+                continue
+            v = an.nodes[sl.node].inputs[sl.input]
+            if v is None or v.const_value is None:
+                continue
+            layout = an.layouts[sl.value]
+            vec = _element_norms(v.const_value.numpy(), sl, layout.size, p)
+            _add(scores, layout, vec)
+    elif criterion == "activation":
+        if not activations:
+            raise ValueError("activation importance needs activation statistics")
+        for name, vec in activations.items():
+            _add(scores, an.layouts[name], vec)
+    else:
+        raise ValueError(f"unknown criterion {criterion!r}")
+    return scores
+
+
+def activation_values(an: Analysis) -> list[str]:
+    """Tensors whose statistics feed ``activation`` importance: inputs of contractions."""
+    names = []
+    for sl in an.slices:
+        if sl.role == "in" and sl.value not in names:
+            names.append(sl.value)
+    # spaces without any contraction reader: use the space's own tensor
+    covered = {seg.space for n in names for seg in an.layouts[n].segments}
+    for s in an.spaces:
+        if s.node and s.id not in covered and s.key in an.layouts:
+            names.append(s.key)
+    return names
+
+
+def activation_stats(
+    an: Analysis,
+    names: list[str],
+    batches: Iterable[dict[str, np.ndarray]],
+    run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
+) -> dict[str, np.ndarray]:
+    """Mean ``|x|`` per element of the channel axis of each named tensor, streamed."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for feed in batches:
+        outs = run(feed)
+        for name in names:
+            x = outs.get(name)
+            if x is None:
+                continue
+            axis = an.layouts[name].axis
+            x = np.abs(np.asarray(x, dtype=np.float64))
+            if x.ndim <= axis:
+                continue
+            m = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+            sums[name] = sums.get(name, 0) + m.sum(1)
+            counts[name] = counts.get(name, 0) + m.shape[1]
+    return {k: sums[k] / max(counts[k], 1) for k in sums}
