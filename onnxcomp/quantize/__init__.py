@@ -308,6 +308,12 @@ def quantize(
     )
     float_model = prep.model
     name_nodes(float_model)
+    if shapes:
+        # fixed dims (batch included) change how samples may be stacked
+        from onnxcomp.data import open_data
+
+        dataset = open_data(dataset, float_model) if dataset is not None else None
+        evalset = open_data(evalset, float_model) if evalset is not None else None
     report = QuantizeReport(
         mode=cfg.mode, format=cfg.format, method=cfg.method if cfg.mode == "static" else None,
         per_channel=prep.per_channel, opset=(prep.opset_before, prep.opset_after),
@@ -357,7 +363,7 @@ def quantize(
             report.warnings.append(f"NaN/inf seen in activations ({names}); their producers stay float")
         plan = plan_exclusions(
             float_model, calib.ranges, exclude=cfg.exclude, limit=cfg.range_limit,
-            concat_ratio=cfg.concat_ratio, nonfinite=calib.nonfinite,
+            concat_ratio=cfg.concat_ratio, nonfinite=calib.nonfinite, per_channel=prep.per_channel,
         )
         if cfg.bias_correction:
             names = tuple(e.node for e in plan)

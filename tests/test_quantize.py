@@ -1,0 +1,353 @@
+"""End-to-end static/dynamic quantization, pitfalls and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from conftest import conv_model, model_from_text
+from models import GRAPHS
+
+from onnxcomp import io
+from onnxcomp.cli import main
+from onnxcomp.errors import CalibrationError, DataError
+from onnxcomp.quantize import QuantizeConfig, calibrate, load_ranges, quantize, save_ranges
+from onnxcomp.quantize._prepare import fold_batchnorm
+
+FAST = QuantizeConfig(latency_repeats=0)
+
+
+def _samples(shape: tuple[int, ...], n: int = 16, seed: int = 0, name: str = "x") -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
+
+
+def _to_ir(proto: onnx.ModelProto) -> ir.Model:
+    return ir.serde.deserialize_model(proto)
+
+
+def _check(model: ir.Model) -> ort.InferenceSession:
+    proto = io.to_proto(model)
+    onnx.checker.check_model(proto, full_check=True)
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _ops(model: ir.Model) -> list[str]:
+    return [n.op_type for n in model.graph]
+
+
+def _run(model: ir.Model | onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    proto = model if isinstance(model, onnx.ModelProto) else io.to_proto(model)
+    s = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return s.run(None, feed)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# ------------------------------------------------------------------ calibration
+
+
+def test_calibration_ranges_equal_numpy() -> None:
+    m = model_from_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N,4] x) => (float[N,4] y) {
+            h = Mul (x, two)
+            y = Relu (h)
+        }
+        """,
+        {"two": np.full(4, 2.0, dtype=np.float32)},
+    )
+    samples = _samples((1, 4), 37, name="x")
+    model = _to_ir(m)
+    from onnxcomp.data import open_data
+
+    res = calibrate(model, open_data(samples, model), method="minmax", batch_size=5)
+    allx = np.concatenate([s["x"] for s in samples])
+    assert res.samples == 37
+    assert res.ranges["x"].lo == pytest.approx(allx.min())
+    assert res.ranges["h"].hi == pytest.approx(2 * allx.max())
+    assert res.ranges["y"].lo == 0.0
+
+
+def test_ranges_round_trip(tmp_path: Path) -> None:
+    model = _to_ir(conv_model())
+    from onnxcomp.data import open_data
+
+    res = calibrate(model, open_data(_samples((1, 3, 16, 16), 8), model), method="percentile")
+    p = save_ranges(res, tmp_path / "r.json")
+    back = load_ranges(p)
+    assert back.ranges == res.ranges and back.method == "percentile"
+
+
+# ------------------------------------------------------------------ end to end
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
+@pytest.mark.parametrize("method", ["minmax", "percentile", "entropy", "mse"])
+def test_conv_model_quantizes_and_runs(fmt: str, method: str) -> None:
+    m = conv_model()
+    data = _samples((1, 3, 16, 16), 16)
+    r = quantize(_to_ir(m), data, QuantizeConfig(format=fmt, method=method, latency_repeats=0))
+    sess = _check(r.model)
+    ops = _ops(r.model)
+    if fmt == "qdq":
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    else:
+        assert "QLinearConv" in ops
+    feed = data[0]
+    ref = _run(m, feed)[0]
+    out = sess.run(None, feed)[0]
+    assert _cos(ref, out) > 0.98
+    assert r.report.verify.min_cosine > 0.98
+    assert r.report.quantized_nodes >= 3
+
+
+def test_per_channel_weights_and_symmetry_options() -> None:
+    m = _to_ir(conv_model())
+    data = _samples((1, 3, 16, 16), 8)
+    r = quantize(m, data, FAST)
+    dq = [n for n in r.model.graph if n.op_type == "DequantizeLinear" and n.inputs[0].const_value is not None
+          and n.inputs[0].const_value.dtype == ir.DataType.INT8]
+    assert any(n.inputs[1].const_value.numpy().size > 1 for n in dq)  # per-channel scales
+    r2 = quantize(m, data, QuantizeConfig(per_channel=False, activation_symmetric=True, latency_repeats=0))
+    _check(r2.model)
+    dq2 = [n for n in r2.model.graph if n.op_type == "DequantizeLinear"]
+    assert all(n.inputs[1].const_value.numpy().size == 1 for n in dq2)
+    # symmetric u8 activations: zero point 128
+    zps = [int(n.inputs[2].const_value.numpy()) for n in dq2 if n.inputs[2].const_value.dtype == ir.DataType.UINT8]
+    assert zps and all(z == 128 for z in zps)
+
+
+def test_exclude_and_op_types() -> None:
+    m = _to_ir(conv_model())
+    data = _samples((1, 3, 16, 16), 8)
+    names = [n.name for n in m.graph]
+    r = quantize(m, data, QuantizeConfig(exclude=("Gemm",), latency_repeats=0))
+    _check(r.model)
+    assert any(e.op_type == "Gemm" for e in r.report.excluded)
+    gemm = next(n for n in r.model.graph if n.op_type == "Gemm")
+    assert gemm.inputs[1].const_value is not None  # float weight, no DQ
+    r2 = quantize(m, data, QuantizeConfig(op_types=("Gemm",), latency_repeats=0))
+    conv = [n for n in r2.model.graph if n.op_type == "Conv"]
+    assert all(n.inputs[1].const_value is not None for n in conv)
+    assert names  # unnamed nodes get names; patterns apply to them
+    r3 = quantize(m, data, QuantizeConfig(exclude=("Conv_*",), latency_repeats=0))
+    assert {e.op_type for e in r3.report.excluded} == {"Conv"}
+
+
+def test_save_and_reuse_ranges(tmp_path: Path) -> None:
+    m = _to_ir(conv_model())
+    data = _samples((1, 3, 16, 16), 8)
+    rpath = tmp_path / "ranges.json"
+    a = quantize(m, data, QuantizeConfig(save_ranges=str(rpath), verify=False))
+    assert json.loads(rpath.read_text())["format"] == "onnxcomp.ranges/1"
+    b = quantize(m, None, QuantizeConfig(ranges=str(rpath), verify=False))
+    pa = io.to_proto(a.model).graph.initializer
+    pb = io.to_proto(b.model).graph.initializer
+    assert {t.name: t.raw_data for t in pa} == {t.name: t.raw_data for t in pb}
+
+
+def test_dynamic_mode_on_mlp() -> None:
+    mlp = next(p for p in GRAPHS if p.stem == "mlp")
+    r = quantize(str(mlp), None, QuantizeConfig(mode="dynamic", verify=False))
+    _check(r.model)
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} & set(_ops(r.model))
+
+
+@pytest.mark.parametrize("path", GRAPHS, ids=[p.stem for p in GRAPHS])
+def test_every_graph_fixture(path: Path) -> None:
+    m = io.load(path)
+    from onnxcomp.data import SyntheticSource, input_specs
+
+    specs = input_specs(m)
+    src = SyntheticSource(specs, 8, 0)
+    r = quantize(m, list(src), FAST)
+    _check(r.model)
+    assert r.report.verify.min_cosine > 0.9
+
+
+# --------------------------------------------------------------------- pitfalls
+
+
+def test_pitfall1_old_opset_per_channel_upgrades() -> None:
+    m = conv_model()
+    m.opset_import[0].version = 11
+    onnx.checker.check_model(m, full_check=True)
+    r = quantize(_to_ir(m), _samples((1, 3, 16, 16), 8), FAST)
+    _check(r.model)
+    assert r.report.opset == (11, 13) and r.report.per_channel
+
+
+def test_pitfall4_attention_mask_stays_float() -> None:
+    path = next(p for p in GRAPHS if p.stem == "attention")
+    m = io.load(path)
+    data = _samples((1, 16, 32), 8, name="input")
+    r = quantize(m, data, FAST)
+    _check(r.model)
+    kept = {e.op_type for e in r.report.excluded}
+    assert "Softmax" in kept and "Add" in kept
+    for n in r.model.graph:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            assert float(np.max(n.inputs[1].const_value.numpy())) < 1e3
+    assert r.report.verify.min_cosine > 0.99
+
+
+def _yolo_head() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    return model_from_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N,16] x) => (float[N,10] out) {
+            h = MatMul (x, W1)
+            hr = Relu (h)
+            b = MatMul (hr, Wb)
+            boxes = Mul (b, px)
+            s = MatMul (hr, Ws)
+            scores = Sigmoid (s)
+            out = Concat <axis = 1> (boxes, scores)
+        }
+        """,
+        {
+            "W1": rng.standard_normal((16, 32)).astype(np.float32),
+            "Wb": rng.standard_normal((32, 4)).astype(np.float32) * 0.1,
+            "px": np.full(4, 320.0, dtype=np.float32),
+            "Ws": rng.standard_normal((32, 6)).astype(np.float32) * 0.1,
+        },
+    )
+
+
+def test_pitfall5_mixed_concat_output_stays_float() -> None:
+    m = _yolo_head()
+    data = _samples((1, 16), 32)
+    r = quantize(_to_ir(m), data, FAST)
+    sess = _check(r.model)
+    assert any(e.op_type == "Concat" for e in r.report.excluded)
+    feed = {"x": np.concatenate([d["x"] for d in data])}
+    ref = _run(m, feed)[0]
+    out = sess.run(None, feed)[0]
+    assert _cos(ref[:, 4:], out[:, 4:]) > 0.99  # the scores slice survives
+
+
+def test_pitfall8_dynamic_dims_shared_names() -> None:
+    rng = np.random.default_rng(0)
+    m = model_from_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N,3,H,W] a, float[N,3,H,W] b) => (float[N,4,H,W] y) {
+            s = Add (a, b)
+            c = Conv <pads = [1,1,1,1], kernel_shape = [3,3]> (s, Wc)
+            y = Relu (c)
+        }
+        """,
+        {"Wc": rng.standard_normal((4, 3, 3, 3)).astype(np.float32)},
+    )
+    data = [
+        {"a": rng.standard_normal((1, 3, 20, 24)).astype(np.float32),
+         "b": rng.standard_normal((1, 3, 20, 24)).astype(np.float32)}
+        for _ in range(6)
+    ]
+    r = quantize(_to_ir(m), data, FAST)
+    sess = _check(r.model)
+    feed = {"a": rng.standard_normal((2, 3, 9, 13)).astype(np.float32),
+            "b": rng.standard_normal((2, 3, 9, 13)).astype(np.float32)}
+    assert sess.run(None, feed)[0].shape == (2, 4, 9, 13)  # still dynamic
+    r2 = quantize(_to_ir(m), data, QuantizeConfig(fix_shapes_from_data=True, latency_repeats=0))
+    _check(r2.model)
+    assert [d for d in r2.model.graph.inputs[0].shape] == [1, 3, 20, 24]
+
+
+def test_bn_folding_exact() -> None:
+    path = next(p for p in GRAPHS if p.stem == "conv_bn_relu")
+    m = io.load(path)
+    folded = m.clone()
+    names = fold_batchnorm(folded)
+    assert len(names) == 3 and "BatchNormalization" not in _ops(folded)
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    a = _run(m, {"input": x})[0]
+    b = _run(folded, {"input": x})[0]
+    np.testing.assert_allclose(a, b, atol=1e-5 * np.abs(a).max())
+
+
+# --------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ([{"nope": np.zeros((1, 3, 16, 16), np.float32)}], "unknown input"),
+        ([{"x": np.zeros((1, 3, 15, 16), np.float32)}], "shape"),
+        ([{"x": np.zeros((1, 3, 16, 16), np.int64)}], "dtype|type"),
+        ([{"x": np.full((1, 3, 16, 16), np.nan, np.float32)}], "NaN"),
+        ([], "no samples|no calibration"),
+    ],
+)
+def test_bad_calibration_data(bad: list[dict[str, np.ndarray]], match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        quantize(_to_ir(conv_model()), bad, FAST)
+
+
+def test_no_data_for_static() -> None:
+    with pytest.raises(CalibrationError):
+        quantize(_to_ir(conv_model()), None, FAST)
+
+
+# ------------------------------------------------------------------------ CLI
+
+
+def test_cli_quantize(tmp_path: Path, conv_path: Path) -> None:
+    data = tmp_path / "cal.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((12, 1, 3, 16, 16)).astype(np.float32))
+    out = tmp_path / "q.onnx"
+    res = CliRunner().invoke(
+        main, ["quantize", str(conv_path), "-o", str(out), "--data", str(data), "--repeats", "2",
+               "--report", "sensitivity"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "latency" in res.output and "cosine" in res.output and "sensitivity" in res.output
+    _check(io.load(out))
+    res = CliRunner().invoke(
+        main, ["quantize", str(conv_path), "-o", str(out), "--data", str(data), "--repeats", "0", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["verify"]["outputs"][0]["cosine"] > 0.98
+
+
+def test_cli_synthetic_warns(tmp_path: Path, conv_path: Path) -> None:
+    res = CliRunner().invoke(
+        main, ["quantize", str(conv_path), "-o", str(tmp_path / "q.onnx"), "--synthetic", "4", "--repeats", "0"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "SYNTHETIC" in res.output
+
+
+@pytest.mark.parametrize("kind", ["names", "shape", "dtype", "nan", "empty", "missing"])
+def test_cli_bad_data_exit_2(tmp_path: Path, conv_path: Path, kind: str) -> None:
+    data = tmp_path / "cal.npz"
+    x = np.zeros((3, 1, 3, 16, 16), np.float32)
+    if kind == "names":
+        np.savez(data, foo=x)
+    elif kind == "shape":
+        np.savez(data, x=np.zeros((3, 1, 3, 8, 16), np.float32))
+    elif kind == "dtype":
+        np.savez(data, x=x.astype(np.int32))
+    elif kind == "nan":
+        x[1, 0, 0, 0, 0] = np.inf
+        np.savez(data, x=x)
+    elif kind == "empty":
+        np.savez(data, x=np.zeros((0, 1, 3, 16, 16), np.float32))
+    res = CliRunner().invoke(main, ["quantize", str(conv_path), "-o", str(tmp_path / "q.onnx"), "--data", str(data)])
+    assert res.exit_code == 2, res.output
+    assert res.output.strip().startswith("error:") or "error:" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "q.onnx").exists()
