@@ -9,6 +9,8 @@
   ``delta = n(out) - max n(in)``. Nodes are kept in float in decreasing
   ``delta`` order (1, 1, 2, 2, 4, ... at a time) until every output's cosine
   reaches ``target_cosine`` and/or accuracy drops by at most ``max_drop``.
+  Since a tensor is quantized whenever its producer is, keeping a node float
+  also keeps the producers of its activation inputs float (its "unit").
 * Bias correction (Nagel et al. 2019): weight quantization shifts the expected
   output of a Conv/Gemm by ``E[y_q - y] = (W_q - W) E[x]``; for a Conv with
   groups ``g`` and per-channel input means ``mu``,
@@ -150,7 +152,39 @@ def rank_nodes(float_model: ir.Model, sens: Sequence[TensorSensitivity], skip: s
         )
         ranked.append((node.name, _noise(s_out.sqnr_db) - n_in))
     ranked.sort(key=lambda t: -t[1])
+    seen = {n for n, _ in ranked}
+    ranked += [(n.name, 0.0) for n in float_model.graph if n.name not in seen and n.name not in skip]
     return ranked
+
+
+_REMOVABLE = {"Relu", "Clip"}
+
+
+def fallback_unit(float_model: ir.Model, name: str) -> list[str]:
+    """Nodes to keep float so that node ``name`` computes on float inputs.
+
+    A tensor is quantized when its producer is, so the producers of the node's
+    activation inputs stay float too; a Relu/Clip that ONNX Runtime folds into
+    its producer stands for that producer.
+    """
+    node = next((n for n in float_model.graph if n.name == name), None)
+    if node is None:
+        return [name]
+    unit = [name]
+    targets = [node]
+    if node.op_type in _REMOVABLE and node.inputs and node.inputs[0] is not None:
+        p = node.inputs[0].producer()
+        if p is not None and p.name:
+            unit.append(p.name)
+            targets.append(p)
+    for t in targets:
+        for v in t.inputs:
+            if v is None or v.const_value is not None or v.is_initializer():
+                continue
+            p = v.producer()
+            if p is not None and p.name and p.name not in unit:
+                unit.append(p.name)
+    return unit
 
 
 @dataclass
@@ -215,7 +249,11 @@ def recover(
     while ranked and len(kept) < cfg.max_fallback:
         take = ranked[:step]
         ranked = ranked[step:]
-        kept.extend(take)
+        for name in take:
+            for n in fallback_unit(original_float, name):
+                if n not in kept and n not in excluded:
+                    kept.append(n)
+        ranked = [n for n in ranked if n not in kept]
         q = build(kept)
         ok, cos, drop = _evaluate(original_float, q, data, cfg)
         logger.info("fallback: %d float node(s), cosine %.6f drop %s", len(kept), cos, drop)
@@ -343,7 +381,12 @@ def _single_consumer(v: ir.Value) -> ir.Node | None:
 
 
 def _set_const(graph: ir.Graph, node: ir.Node, index: int, arr: np.ndarray, tag: str) -> None:
-    v = ir.Value(name=f"{node.name}_{tag}_cle", const_value=ir.tensor(arr))
+    base = f"{node.name}_{tag}_cle"
+    name, k = base, 0
+    while name in graph.initializers:
+        k += 1
+        name = f"{base}{k}"
+    v = ir.Value(name=name, const_value=ir.tensor(arr))
     v.dtype = ir.DataType.from_numpy(arr.dtype)
     v.shape = ir.Shape(arr.shape)
     graph.register_initializer(v)
@@ -354,6 +397,9 @@ def _set_const(graph: ir.Graph, node: ir.Node, index: int, arr: np.ndarray, tag:
 
 def equalize(model: ir.Model, sweeps: int = 2) -> list[str]:
     """Cross-layer equalization of Conv -> [Relu] -> Conv pairs, in place. Returns 'a->b' pairs."""
+    from onnxcomp.quantize._plan import name_nodes
+
+    name_nodes(model)
     graph = model.graph
     done: dict[str, None] = {}
     for _ in range(sweeps):
