@@ -41,8 +41,7 @@ def test_graph_fixture_set_is_complete() -> None:
 @pytest.mark.parametrize("path", MNIST, ids=ids(MNIST))
 def test_mnist_accuracy_matches_record(path: Path) -> None:
     record = json.loads((FIXTURES / "mnist" / "accuracy.json").read_text())
-    entry = record[path.stem] if path.stem in record else record["models"][path.stem]
-    expected = entry.get("eval_accuracy", entry.get("accuracy_eval"))
+    expected = record["models"][path.name]["eval_accuracy"]
     model = io.load(path)
     data = open_data(FIXTURES / "mnist" / "eval.npz", model)
     rep = verify(model, model, data, VerifyConfig(batch_size=256, latency_repeats=0))
