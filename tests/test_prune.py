@@ -419,3 +419,45 @@ def test_cli_bad_inputs(tmp_path: Path) -> None:
     _one_line_error(_invoke("prune", src, "-o", out, "--criterion", "activation"), 2, "--data")
     _one_line_error(_invoke("prune", src), 2, "--output")
     assert not out.exists()
+
+
+# ------------------------------------------------------------- reconstruction
+
+
+def _dataset(model: ir.Model, n: int, seed: int = 0):
+    from onnxcomp.data import Dataset, SyntheticSource, input_specs
+
+    specs = input_specs(model)
+    return Dataset(SyntheticSource(specs, n, seed), specs)
+
+
+def test_reconstruction_is_exact_when_rank_allows() -> None:
+    # hidden = linear in a 4-dim input: any 6 of 12 hidden units span it, so the refit is exact
+    text = HEAD + """
+    g (float[N,4] x) => (float[N,3] y) {
+        h = Gemm <transB = 1> (x, B1, C1)
+        y = Gemm (h, B2, C2)
+    }"""
+    w = {"B1": _w(12, 4), "C1": _w(12), "B2": _w(12, 3), "C2": _w(3)}
+    model = _ir(model_from_text(text, w))
+    data = _dataset(model, 64)
+    res = prune(model, PruneConfig(ratio=0.5, criterion="reconstruction", latency_repeats=0), data)
+    assert _init(res.model, "B2").shape == (6, 3)
+    feed = {"x": np.random.default_rng(5).standard_normal((8, 4)).astype(np.float32)}
+    a, b = _run(model, feed)[0], _run(res.model, feed)[0]
+    np.testing.assert_allclose(b, a, atol=1e-2 * float(np.abs(a).max()))
+
+
+@pytest.mark.parametrize("stem", ["conv_bn_relu", "mlp", "flatten_gemm"])
+def test_reconstruction_beats_l1(stem: str) -> None:
+    model = io.load(next(p for p in GRAPHS if p.stem == stem))
+    data = _dataset(model, 512)
+    feed = next(iter(_dataset(model, 8, seed=3)))
+    ref = _run(model, feed)[0]
+    errs = {}
+    for crit in ("l1", "reconstruction"):
+        cfg = PruneConfig(ratio=0.5, criterion=crit, latency_repeats=0, calib_samples=512, batch_size=64)
+        res = prune(model, cfg, data)
+        onnx.checker.check_model(io.to_proto(res.model), full_check=True)
+        errs[crit] = float(np.abs(_run(res.model, feed)[0] - ref).mean())
+    assert errs["reconstruction"] < errs["l1"], errs

@@ -64,10 +64,10 @@ def _slice_array(arr: np.ndarray, sl: ParamSlice, kept: np.ndarray, full: int) -
 
 
 def _mask_array(arr: np.ndarray, sl: ParamSlice, kept: np.ndarray, full: int) -> np.ndarray:
-    out = arr.copy()
     removed = np.setdiff1d(np.arange(full), kept)
     if removed.size == 0:
-        return out
+        return arr
+    out = arr.copy()
     if sl.groups <= 1:
         idx = [slice(None)] * arr.ndim
         idx[sl.axis] = removed  # type: ignore[call-overload]

@@ -29,18 +29,20 @@ __all__ = ["activation_stats", "channel_scores"]
 
 
 def _element_norms(arr: np.ndarray, sl: ParamSlice, full: int, p: int) -> np.ndarray:
-    a = np.abs(arr.astype(np.float64)) if p == 1 else arr.astype(np.float64) ** 2
+    a = np.abs(arr) if p == 1 else np.square(arr)
     if sl.groups <= 1:
         if arr.shape[sl.axis] != full:
             return np.zeros(full)
-        v = np.moveaxis(a, sl.axis, 0).reshape(full, -1).sum(1)
+        other = tuple(i for i in range(arr.ndim) if i != sl.axis)
+        v = a.sum(axis=other, dtype=np.float64) if other else a.astype(np.float64)
     else:
         per = full // sl.groups
         blocks = arr.shape[sl.group_axis] // sl.groups
         v = np.zeros(full)
         for g in range(sl.groups):
             part = np.take(a, np.arange(g * blocks, (g + 1) * blocks), axis=sl.group_axis)
-            v[g * per : (g + 1) * per] = np.moveaxis(part, sl.axis, 0).reshape(per, -1).sum(1)
+            other = tuple(i for i in range(arr.ndim) if i != sl.axis)
+            v[g * per : (g + 1) * per] = part.sum(axis=other, dtype=np.float64)
     return np.sqrt(v) if p == 2 else v
 
 
