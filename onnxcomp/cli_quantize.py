@@ -31,40 +31,103 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=str))
-@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=str), help="Output .onnx file.")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Output .onnx file.",
+)
 @data_options
 @shape_option
-@click.option("--mode", type=click.Choice(["static", "dynamic"]), default="static", show_default=True,
-              help="static: calibrated int8 activations; dynamic: ONNX Runtime dynamic quantization.")
-@click.option("--format", "fmt", type=click.Choice(["qdq", "qoperator"]), default="qdq", show_default=True)
-@click.option("--method", type=click.Choice(["minmax", "percentile", "entropy", "mse"]), default="minmax",
-              show_default=True, help="Calibration method.")
+@click.option(
+    "--mode",
+    type=click.Choice(["static", "dynamic"]),
+    default="static",
+    show_default=True,
+    help="static: calibrated int8 activations; dynamic: ONNX Runtime dynamic quantization.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["qdq", "qoperator"]), default="qdq", show_default=True
+)
+@click.option(
+    "--method",
+    type=click.Choice(["minmax", "percentile", "entropy", "mse"]),
+    default="minmax",
+    show_default=True,
+    help="Calibration method.",
+)
 @click.option("--percentile", type=float, default=99.99, show_default=True)
-@click.option("--bins", type=int, default=2048, show_default=True, help="Histogram bins (histogram methods).")
+@click.option(
+    "--bins", type=int, default=2048, show_default=True, help="Histogram bins (histogram methods)."
+)
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="Weight scales.")
 @click.option("--activation-type", type=click.Choice(["u8", "s8"]), default="u8", show_default=True)
 @click.option("--weight-type", type=click.Choice(["u8", "s8"]), default="s8", show_default=True)
 @click.option("--symmetric-activations/--asymmetric-activations", default=False, show_default=True)
 @click.option("--symmetric-weights/--asymmetric-weights", default=True, show_default=True)
-@click.option("--exclude", multiple=True, metavar="NAME|PATTERN|OP",
-              help="Keep nodes in float: node names, fnmatch patterns or op types (repeatable, comma-separated).")
+@click.option(
+    "--exclude",
+    multiple=True,
+    metavar="NAME|PATTERN|OP",
+    help="Keep nodes in float: node names, fnmatch patterns or op types (repeatable, comma-separated).",
+)
 @click.option("--op-types", multiple=True, help="Quantize only these op types (comma-separated).")
-@click.option("--ranges", "ranges_in", type=click.Path(path_type=str), help="Reuse ranges from --save-ranges.")
-@click.option("--save-ranges", type=click.Path(path_type=str), help="Write the calibrated ranges (JSON).")
-@click.option("--fix-shapes", is_flag=True, help="Fix every dynamic input dim from the first sample.")
-@click.option("--no-onnxsim", is_flag=True, help="Skip onnxsim simplification.")
+@click.option(
+    "--ranges", "ranges_in", type=click.Path(path_type=str), help="Reuse ranges from --save-ranges."
+)
+@click.option(
+    "--save-ranges", type=click.Path(path_type=str), help="Write the calibrated ranges (JSON)."
+)
+@click.option(
+    "--fix-shapes", is_flag=True, help="Fix every dynamic input dim from the first sample."
+)
+@click.option(
+    "--onnxsim", "use_onnxsim", is_flag=True, help="Simplify with onnxsim first (slow to import)."
+)
 @click.option("--no-fold-bn", is_flag=True, help="Keep BatchNormalization nodes.")
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Calibration batch size.")
-@click.option("--equalize", is_flag=True, help="Cross-layer equalization (depthwise-separable nets).")
-@click.option("--bias-correction", is_flag=True, help="Correct the output shift of quantized weights.")
-@click.option("--target-cosine", type=float, help="Keep the most sensitive nodes float until output cosine >= this.")
-@click.option("--eval-data", "--labels", "eval_data", type=click.Path(path_type=str),
-              help="Evaluation samples (a 'label' key gives accuracy) for the report and --max-drop.")
-@click.option("--max-drop", type=float, help="Keep nodes float until the accuracy drop is <= this (0-1).")
-@click.option("--max-fallback", type=int, default=32, show_default=True, help="Most nodes kept float by the fallback.")
-@click.option("--report", "report_kind", type=click.Choice(["sensitivity"]), default=None,
-              help="Also print the per-tensor sensitivity report (SQNR/cosine, worst first).")
-@click.option("--top", type=int, default=15, show_default=True, help="Rows of the sensitivity report.")
+@click.option(
+    "--batch-size", type=int, default=1, show_default=True, help="Calibration batch size."
+)
+@click.option(
+    "--equalize", is_flag=True, help="Cross-layer equalization (depthwise-separable nets)."
+)
+@click.option(
+    "--bias-correction", is_flag=True, help="Correct the output shift of quantized weights."
+)
+@click.option(
+    "--target-cosine",
+    type=float,
+    help="Keep the most sensitive nodes float until output cosine >= this.",
+)
+@click.option(
+    "--eval-data",
+    "--labels",
+    "eval_data",
+    type=click.Path(path_type=str),
+    help="Evaluation samples (a 'label' key gives accuracy) for the report and --max-drop.",
+)
+@click.option(
+    "--max-drop", type=float, help="Keep nodes float until the accuracy drop is <= this (0-1)."
+)
+@click.option(
+    "--max-fallback",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Most nodes kept float by the fallback.",
+)
+@click.option(
+    "--report",
+    "report_kind",
+    type=click.Choice(["sensitivity"]),
+    default=None,
+    help="Also print the per-tensor sensitivity report (SQNR/cosine, worst first).",
+)
+@click.option(
+    "--top", type=int, default=15, show_default=True, help="Rows of the sensitivity report."
+)
 @click.option("--repeats", type=int, default=20, show_default=True, help="Latency runs (0 = skip).")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--verify/--no-verify", "do_verify", default=True, show_default=True)
@@ -80,16 +143,34 @@ def quantize(model: str, out: str, **kw: Any) -> None:
     shapes = io.parse_shape_spec(kw["shapes"])
     m = io.load(model)
     cfg = QuantizeConfig(
-        mode=kw["mode"], format=kw["fmt"], method=kw["method"], percentile=kw["percentile"],
-        bins=kw["bins"], per_channel=kw["per_channel"], activation_type=kw["activation_type"],
-        weight_type=kw["weight_type"], activation_symmetric=kw["symmetric_activations"],
-        weight_symmetric=kw["symmetric_weights"], exclude=_split(kw["exclude"]),
-        op_types=_split(kw["op_types"]), shapes=shapes or None, fix_shapes_from_data=kw["fix_shapes"],
-        onnxsim=not kw["no_onnxsim"], fold_bn=not kw["no_fold_bn"], batch_size=kw["batch_size"],
-        ranges=kw["ranges_in"], save_ranges=kw["save_ranges"], equalize=kw["equalize"],
-        bias_correction=kw["bias_correction"], target_cosine=kw["target_cosine"], max_drop=kw["max_drop"],
-        max_fallback=kw["max_fallback"], sensitivity=kw["report_kind"] == "sensitivity",
-        verify=kw["do_verify"], latency_repeats=kw["repeats"], threads=kw["threads"],
+        mode=kw["mode"],
+        format=kw["fmt"],
+        method=kw["method"],
+        percentile=kw["percentile"],
+        bins=kw["bins"],
+        per_channel=kw["per_channel"],
+        activation_type=kw["activation_type"],
+        weight_type=kw["weight_type"],
+        activation_symmetric=kw["symmetric_activations"],
+        weight_symmetric=kw["symmetric_weights"],
+        exclude=_split(kw["exclude"]),
+        op_types=_split(kw["op_types"]),
+        shapes=shapes or None,
+        fix_shapes_from_data=kw["fix_shapes"],
+        onnxsim=kw["use_onnxsim"],
+        fold_bn=not kw["no_fold_bn"],
+        batch_size=kw["batch_size"],
+        ranges=kw["ranges_in"],
+        save_ranges=kw["save_ranges"],
+        equalize=kw["equalize"],
+        bias_correction=kw["bias_correction"],
+        target_cosine=kw["target_cosine"],
+        max_drop=kw["max_drop"],
+        max_fallback=kw["max_fallback"],
+        sensitivity=kw["report_kind"] == "sensitivity",
+        verify=kw["do_verify"],
+        latency_repeats=kw["repeats"],
+        threads=kw["threads"],
     )
     required = cfg.mode == "static" and not cfg.ranges
     dataset = build_dataset(m, data_opts, required=required)
@@ -112,8 +193,10 @@ def quantize(model: str, out: str, **kw: Any) -> None:
 
 def _print(rep: Any, path: str, top: int) -> None:
     if rep.synthetic:
-        click.echo("WARNING: calibrated on SYNTHETIC random inputs (--synthetic); ranges and accuracy on "
-                   "real data may be poor. Use --data with real samples.")
+        click.echo(
+            "WARNING: calibrated on SYNTHETIC random inputs (--synthetic); ranges and accuracy on "
+            "real data may be poor. Use --data with real samples."
+        )
     click.echo(f"wrote       {path}")
     method = f", {rep.method}" if rep.method else ""
     click.echo(
@@ -136,29 +219,43 @@ def _print(rep: Any, path: str, top: int) -> None:
             click.echo(f"  {e.node} ({e.op_type}): {e.reason}")
     if rep.fallback:
         status = "met" if rep.target_met else "NOT met"
-        click.echo(f"fallback    {len(rep.fallback)} node(s) kept float, target {status}: {', '.join(rep.fallback)}")
+        click.echo(
+            f"fallback    {len(rep.fallback)} node(s) kept float, target {status}: {', '.join(rep.fallback)}"
+        )
     elif rep.target_met is not None:
         click.echo(f"fallback    none needed (target {'met' if rep.target_met else 'NOT met'})")
     v = rep.verify
     if v is not None:
         rows = [
-            [o.name, fmt_num(o.cosine, 6), fmt_num(o.sqnr_db, 4), fmt_num(o.max_abs_error, 4),
-             "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.2f}%"]
+            [
+                o.name,
+                fmt_num(o.cosine, 6),
+                fmt_num(o.sqnr_db, 4),
+                fmt_num(o.max_abs_error, 4),
+                "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.2f}%",
+            ]
             for o in v.outputs
         ]
         click.echo("")
         click.echo(table(rows, ["output", "cosine", "SQNR dB", "max|err|", "top-1 agree"]))
-        click.echo(f"size        {fmt_bytes(v.reference_size)} -> {fmt_bytes(v.candidate_size)} ({v.size_ratio:.3f}x)")
+        click.echo(
+            f"size        {fmt_bytes(v.reference_size)} -> {fmt_bytes(v.candidate_size)} ({v.size_ratio:.3f}x)"
+        )
         if v.reference_latency and v.candidate_latency:
             click.echo(
                 f"latency     float {v.reference_latency.median_ms:.3f} ms, int8 "
                 f"{v.candidate_latency.median_ms:.3f} ms ({v.latency_ratio:.3f}x, same run)"
             )
         if v.reference_accuracy is not None:
-            click.echo(f"accuracy    {100 * v.reference_accuracy:.2f}% -> {100 * v.candidate_accuracy:.2f}%")
+            click.echo(
+                f"accuracy    {100 * v.reference_accuracy:.2f}% -> {100 * v.candidate_accuracy:.2f}%"
+            )
     if rep.sensitivity:
         click.echo("")
-        rows = [[s.tensor, s.op_type, fmt_num(s.sqnr_db, 4), fmt_num(s.cosine, 6)] for s in rep.sensitivity[:top]]
+        rows = [
+            [s.tensor, s.op_type, fmt_num(s.sqnr_db, 4), fmt_num(s.cosine, 6)]
+            for s in rep.sensitivity[:top]
+        ]
         click.echo(table(rows, ["sensitivity (worst first)", "op", "SQNR dB", "cosine"]))
     for w in rep.warnings:
         click.echo(f"warning     {w}")

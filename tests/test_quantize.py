@@ -23,7 +23,9 @@ from onnxcomp.quantize._prepare import fold_batchnorm
 FAST = QuantizeConfig(latency_repeats=0)
 
 
-def _samples(shape: tuple[int, ...], n: int = 16, seed: int = 0, name: str = "x") -> list[dict[str, np.ndarray]]:
+def _samples(
+    shape: tuple[int, ...], n: int = 16, seed: int = 0, name: str = "x"
+) -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(n)]
 
@@ -116,15 +118,26 @@ def test_per_channel_weights_and_symmetry_options() -> None:
     m = _to_ir(conv_model())
     data = _samples((1, 3, 16, 16), 8)
     r = quantize(m, data, FAST)
-    dq = [n for n in r.model.graph if n.op_type == "DequantizeLinear" and n.inputs[0].const_value is not None
-          and n.inputs[0].const_value.dtype == ir.DataType.INT8]
+    dq = [
+        n
+        for n in r.model.graph
+        if n.op_type == "DequantizeLinear"
+        and n.inputs[0].const_value is not None
+        and n.inputs[0].const_value.dtype == ir.DataType.INT8
+    ]
     assert any(n.inputs[1].const_value.numpy().size > 1 for n in dq)  # per-channel scales
-    r2 = quantize(m, data, QuantizeConfig(per_channel=False, activation_symmetric=True, latency_repeats=0))
+    r2 = quantize(
+        m, data, QuantizeConfig(per_channel=False, activation_symmetric=True, latency_repeats=0)
+    )
     _check(r2.model)
     dq2 = [n for n in r2.model.graph if n.op_type == "DequantizeLinear"]
     assert all(n.inputs[1].const_value.numpy().size == 1 for n in dq2)
     # symmetric u8 activations: zero point 128
-    zps = [int(n.inputs[2].const_value.numpy()) for n in dq2 if n.inputs[2].const_value.dtype == ir.DataType.UINT8]
+    zps = [
+        int(n.inputs[2].const_value.numpy())
+        for n in dq2
+        if n.inputs[2].const_value.dtype == ir.DataType.UINT8
+    ]
     assert zps and all(z == 128 for z in zps)
 
 
@@ -252,14 +265,18 @@ def test_pitfall8_dynamic_dims_shared_names() -> None:
         {"Wc": rng.standard_normal((4, 3, 3, 3)).astype(np.float32)},
     )
     data = [
-        {"a": rng.standard_normal((1, 3, 20, 24)).astype(np.float32),
-         "b": rng.standard_normal((1, 3, 20, 24)).astype(np.float32)}
+        {
+            "a": rng.standard_normal((1, 3, 20, 24)).astype(np.float32),
+            "b": rng.standard_normal((1, 3, 20, 24)).astype(np.float32),
+        }
         for _ in range(6)
     ]
     r = quantize(_to_ir(m), data, FAST)
     sess = _check(r.model)
-    feed = {"a": rng.standard_normal((2, 3, 9, 13)).astype(np.float32),
-            "b": rng.standard_normal((2, 3, 9, 13)).astype(np.float32)}
+    feed = {
+        "a": rng.standard_normal((2, 3, 9, 13)).astype(np.float32),
+        "b": rng.standard_normal((2, 3, 9, 13)).astype(np.float32),
+    }
     assert sess.run(None, feed)[0].shape == (2, 4, 9, 13)  # still dynamic
     r2 = quantize(_to_ir(m), data, QuantizeConfig(fix_shapes_from_data=True, latency_repeats=0))
     _check(r2.model)
@@ -306,17 +323,41 @@ def test_no_data_for_static() -> None:
 
 def test_cli_quantize(tmp_path: Path, conv_path: Path) -> None:
     data = tmp_path / "cal.npz"
-    np.savez(data, x=np.random.default_rng(0).standard_normal((12, 1, 3, 16, 16)).astype(np.float32))
+    np.savez(
+        data, x=np.random.default_rng(0).standard_normal((12, 1, 3, 16, 16)).astype(np.float32)
+    )
     out = tmp_path / "q.onnx"
     res = CliRunner().invoke(
-        main, ["quantize", str(conv_path), "-o", str(out), "--data", str(data), "--repeats", "2",
-               "--report", "sensitivity"]
+        main,
+        [
+            "quantize",
+            str(conv_path),
+            "-o",
+            str(out),
+            "--data",
+            str(data),
+            "--repeats",
+            "2",
+            "--report",
+            "sensitivity",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "latency" in res.output and "cosine" in res.output and "sensitivity" in res.output
     _check(io.load(out))
     res = CliRunner().invoke(
-        main, ["quantize", str(conv_path), "-o", str(out), "--data", str(data), "--repeats", "0", "--json"]
+        main,
+        [
+            "quantize",
+            str(conv_path),
+            "-o",
+            str(out),
+            "--data",
+            str(data),
+            "--repeats",
+            "0",
+            "--json",
+        ],
     )
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
@@ -325,7 +366,17 @@ def test_cli_quantize(tmp_path: Path, conv_path: Path) -> None:
 
 def test_cli_synthetic_warns(tmp_path: Path, conv_path: Path) -> None:
     res = CliRunner().invoke(
-        main, ["quantize", str(conv_path), "-o", str(tmp_path / "q.onnx"), "--synthetic", "4", "--repeats", "0"]
+        main,
+        [
+            "quantize",
+            str(conv_path),
+            "-o",
+            str(tmp_path / "q.onnx"),
+            "--synthetic",
+            "4",
+            "--repeats",
+            "0",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "SYNTHETIC" in res.output
@@ -346,7 +397,9 @@ def test_cli_bad_data_exit_2(tmp_path: Path, conv_path: Path, kind: str) -> None
         np.savez(data, x=x)
     elif kind == "empty":
         np.savez(data, x=np.zeros((0, 1, 3, 16, 16), np.float32))
-    res = CliRunner().invoke(main, ["quantize", str(conv_path), "-o", str(tmp_path / "q.onnx"), "--data", str(data)])
+    res = CliRunner().invoke(
+        main, ["quantize", str(conv_path), "-o", str(tmp_path / "q.onnx"), "--data", str(data)]
+    )
     assert res.exit_code == 2, res.output
     assert res.output.strip().startswith("error:") or "error:" in res.output
     assert "Traceback" not in res.output

@@ -18,7 +18,9 @@ from onnxcomp.quantize._collectors import (
 
 def _batches(seed: int, n: int, size: int = 500) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    return [(rng.standard_normal(size) * (0.5 + i % 7) + (i % 3)).astype(np.float32) for i in range(n)]
+    return [
+        (rng.standard_normal(size) * (0.5 + i % 7) + (i % 3)).astype(np.float32) for i in range(n)
+    ]
 
 
 def test_minmax_equals_numpy() -> None:
@@ -45,10 +47,14 @@ def test_minmax_counts_nonfinite() -> None:
     bins=st.sampled_from([64, 256, 2048]),
     grow=st.floats(1.0, 50.0),
 )
-def test_streaming_histogram_equals_one_shot(seed: int, nbatch: int, bins: int, grow: float) -> None:
+def test_streaming_histogram_equals_one_shot(
+    seed: int, nbatch: int, bins: int, grow: float
+) -> None:
     rng = np.random.default_rng(seed)
     batches = [
-        (rng.standard_normal(rng.integers(1, 400)) * (1 + grow * i / nbatch) + rng.normal()).astype(np.float32)
+        (rng.standard_normal(rng.integers(1, 400)) * (1 + grow * i / nbatch) + rng.normal()).astype(
+            np.float32
+        )
         for i in range(nbatch)
     ]
     h = HistogramCollector(bins)

@@ -54,14 +54,18 @@ def test_fallback_meets_target_and_reports_nodes() -> None:
     m, data = sensitive_model()
     plain = quantize(_ir(m), data, QuantizeConfig(latency_repeats=0))
     assert plain.report.verify.min_cosine < 0.5
-    r = quantize(_ir(m), data, QuantizeConfig(latency_repeats=0, target_cosine=0.97, sensitivity=True))
+    r = quantize(
+        _ir(m), data, QuantizeConfig(latency_repeats=0, target_cosine=0.97, sensitivity=True)
+    )
     assert r.report.target_met is True
     assert r.report.verify.min_cosine >= 0.97
     # the sensitive tensor h2 stays float: its producer (Mul) and consumer (MatMul) are reported
     mul = next(n.name for n in r.model.graph if n.op_type == "Mul")
     assert mul in r.report.fallback
     assert len(r.report.fallback) <= 3
-    assert r.report.sensitivity and r.report.sensitivity[0].sqnr_db <= r.report.sensitivity[-1].sqnr_db
+    assert (
+        r.report.sensitivity and r.report.sensitivity[0].sqnr_db <= r.report.sensitivity[-1].sqnr_db
+    )
     feed = {"x": np.concatenate([d["x"] for d in data])}
     ref, out = _run(m, feed), _run(r.model, feed)
     cos = float((ref * out).sum() / np.linalg.norm(ref) / np.linalg.norm(out))
@@ -119,7 +123,9 @@ def test_equalization_is_exact_in_float_and_rescues_int8() -> None:
     r = np.abs(w1).reshape(8, -1).max(axis=1)
     assert r.max() / r.min() < 30  # was 1000
     base = quantize(_ir(m), data, QuantizeConfig(latency_repeats=0, per_channel=False))
-    cle = quantize(_ir(m), data, QuantizeConfig(latency_repeats=0, per_channel=False, equalize=True))
+    cle = quantize(
+        _ir(m), data, QuantizeConfig(latency_repeats=0, per_channel=False, equalize=True)
+    )
     assert base.report.verify.min_cosine < 0.9
     assert cle.report.verify.min_cosine > 0.99
     assert cle.report.equalized
@@ -157,7 +163,9 @@ def test_bias_correction_reduces_mean_shift() -> None:
     ref = _run(m, feed)
     shifts = {}
     for bc in (False, True):
-        r = quantize(_ir(m), data, QuantizeConfig(latency_repeats=0, per_channel=False, bias_correction=bc))
+        r = quantize(
+            _ir(m), data, QuantizeConfig(latency_repeats=0, per_channel=False, bias_correction=bc)
+        )
         out = _run(r.model, feed)
         shifts[bc] = np.abs((out - ref).mean(axis=(0, 2, 3))).mean()
         if bc:
@@ -172,8 +180,19 @@ def test_cli_target_cosine(tmp_path) -> None:  # type: ignore[no-untyped-def]
     npz = tmp_path / "d.npz"
     np.savez(npz, x=np.stack([d["x"] for d in data]))
     res = CliRunner().invoke(
-        main, ["quantize", str(src), "-o", str(tmp_path / "q.onnx"), "--data", str(npz),
-               "--target-cosine", "0.97", "--repeats", "0"],
+        main,
+        [
+            "quantize",
+            str(src),
+            "-o",
+            str(tmp_path / "q.onnx"),
+            "--data",
+            str(npz),
+            "--target-cosine",
+            "0.97",
+            "--repeats",
+            "0",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "fallback" in res.output and "target met" in res.output

@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import onnx_ir as ir
 
 from onnxcomp import io
@@ -80,7 +79,9 @@ class QuantizeConfig:
         op_types: Op types to quantize (default: all ONNX Runtime supports).
         shapes: Fixed input dims (``{"input": (1, 3, 224, 224)}``).
         fix_shapes_from_data: Fix every dynamic input dim from the first sample.
-        onnxsim / fold_bn: Preparation steps.
+        onnxsim: Run onnxsim in preparation (off by default: the installed onnxsim imports
+            torch, +3-14 s and +300 MB; BN folding and constant lifting are done without it).
+        fold_bn: Fold BatchNormalization into the preceding Conv.
         batch_size: Calibration batch size (memory is batch-bound, not sample-bound).
         ranges: Precomputed ranges (JSON file from ``save_ranges``) instead of calibrating.
         save_ranges: Where to write the calibrated ranges.
@@ -112,9 +113,9 @@ class QuantizeConfig:
     op_types: tuple[str, ...] = ()
     shapes: Mapping[str, Sequence[int]] | None = None
     fix_shapes_from_data: bool = False
-    onnxsim: bool = True
+    onnxsim: bool = False
     fold_bn: bool = True
-    batch_size: int = 8
+    batch_size: int = 1
     ranges: str | None = None
     save_ranges: str | None = None
     range_limit: float = 1e6
@@ -136,18 +137,24 @@ class QuantizeConfig:
         if self.format not in ("qdq", "qoperator"):
             raise InvalidInputError(f"--format must be qdq or qoperator, got {self.format!r}")
         if self.method not in METHODS:
-            raise InvalidInputError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise InvalidInputError(
+                f"--method must be one of {', '.join(METHODS)}, got {self.method!r}"
+            )
         if not 0.0 < self.percentile <= 100.0:
             raise InvalidInputError(f"--percentile must be in (0, 100], got {self.percentile}")
         for name in ("activation_type", "weight_type"):
             if getattr(self, name) not in ("u8", "s8"):
                 raise InvalidInputError(f"{name} must be u8 or s8, got {getattr(self, name)!r}")
         if self.bins < 256:
-            raise InvalidInputError(f"--bins must be >= 256 (many more than 255 levels), got {self.bins}")
+            raise InvalidInputError(
+                f"--bins must be >= 256 (many more than 255 levels), got {self.bins}"
+            )
         if self.batch_size < 1:
             raise InvalidInputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.target_cosine is not None and not -1.0 <= self.target_cosine <= 1.0:
-            raise InvalidInputError(f"--target-cosine must be within [-1, 1], got {self.target_cosine}")
+            raise InvalidInputError(
+                f"--target-cosine must be within [-1, 1], got {self.target_cosine}"
+            )
         if self.max_drop is not None and not 0.0 <= self.max_drop <= 1.0:
             raise InvalidInputError(f"--max-drop must be within [0, 1], got {self.max_drop}")
         if self.mode == "dynamic" and (self.target_cosine is not None or self.max_drop is not None):
@@ -210,7 +217,9 @@ class QuantizeResult:
     report: QuantizeReport
 
 
-def _load(model: ir.Model | str | os.PathLike[str], shapes: Mapping[str, Sequence[int]] | None) -> ir.Model:
+def _load(
+    model: ir.Model | str | os.PathLike[str], shapes: Mapping[str, Sequence[int]] | None
+) -> ir.Model:
     if isinstance(model, ir.Model):
         return model
     return io.load(model, shapes=shapes)
@@ -255,8 +264,12 @@ def count_quantized(model: ir.Model) -> int:
         if node.op_type.startswith("QLinear") or node.op_type in ("ConvInteger", "MatMulInteger"):
             n += 1
             continue
-        if any(v is not None and v.producer() is not None and v.producer().op_type == "DequantizeLinear"  # type: ignore[union-attr]
-               for v in node.inputs):
+        if any(
+            v is not None
+            and v.producer() is not None
+            and v.producer().op_type == "DequantizeLinear"  # type: ignore[union-attr]
+            for v in node.inputs
+        ):
             n += 1
     return n
 
@@ -303,8 +316,12 @@ def quantize(
         raise InvalidInputError("--max-drop needs labelled evaluation data")
     prep = prepare(
         original,
-        PrepareConfig(shapes=shapes or None, onnxsim=cfg.onnxsim, fold_bn=cfg.fold_bn,
-                      per_channel=cfg.per_channel),
+        PrepareConfig(
+            shapes=shapes or None,
+            onnxsim=cfg.onnxsim,
+            fold_bn=cfg.fold_bn,
+            per_channel=cfg.per_channel,
+        ),
     )
     float_model = prep.model
     name_nodes(float_model)
@@ -315,24 +332,36 @@ def quantize(
         dataset = open_data(dataset, float_model) if dataset is not None else None
         evalset = open_data(evalset, float_model) if evalset is not None else None
     report = QuantizeReport(
-        mode=cfg.mode, format=cfg.format, method=cfg.method if cfg.mode == "static" else None,
-        per_channel=prep.per_channel, opset=(prep.opset_before, prep.opset_after),
-        samples=0, synthetic=bool(dataset is not None and dataset.synthetic), calibrated_tensors=0,
-        folded_bn=prep.folded_bn, warnings=list(prep.warnings),
+        mode=cfg.mode,
+        format=cfg.format,
+        method=cfg.method if cfg.mode == "static" else None,
+        per_channel=prep.per_channel,
+        opset=(prep.opset_before, prep.opset_after),
+        samples=0,
+        synthetic=bool(dataset is not None and dataset.synthetic),
+        calibrated_tensors=0,
+        folded_bn=prep.folded_bn,
+        warnings=list(prep.warnings),
     )
     if report.synthetic:
         report.warnings.append(
             "calibrated on SYNTHETIC random inputs: ranges and accuracy on real data may be poor"
         )
     opts = OrtOptions(
-        format=cfg.format, per_channel=prep.per_channel, activation_type=cfg.activation_type,
-        weight_type=cfg.weight_type, activation_symmetric=cfg.activation_symmetric,
-        weight_symmetric=cfg.weight_symmetric, op_types=tuple(cfg.op_types),
+        format=cfg.format,
+        per_channel=prep.per_channel,
+        activation_type=cfg.activation_type,
+        weight_type=cfg.weight_type,
+        activation_symmetric=cfg.activation_symmetric,
+        weight_symmetric=cfg.weight_symmetric,
+        op_types=tuple(cfg.op_types),
     )
     if cfg.mode == "dynamic":
         plan = plan_exclusions(float_model, {}, exclude=cfg.exclude, limit=cfg.range_limit)
         report.excluded = plan
-        qmodel = quantize_dynamic_ort(float_model, replace(opts, exclude_nodes=tuple(e.node for e in plan)))
+        qmodel = quantize_dynamic_ort(
+            float_model, replace(opts, exclude_nodes=tuple(e.node for e in plan))
+        )
         load_check(qmodel)
         report.quantized_nodes = count_quantized(qmodel)
     else:
@@ -341,16 +370,30 @@ def quantize(
         means_for = _recovery.bias_correction_inputs(float_model) if cfg.bias_correction else []
         if cfg.ranges:
             calib = load_ranges(cfg.ranges)
-            if dataset is not None and (means_for or calib.ranges.keys() < set(calibration_tensors(float_model))):
+            if dataset is not None and (
+                means_for or calib.ranges.keys() < set(calibration_tensors(float_model))
+            ):
                 # ranges given: still one pass for missing types/means (cheap minmax)
-                extra = calibrate(float_model, dataset, method="minmax", batch_size=cfg.batch_size,
-                                  channel_stats=means_for, threads=cfg.threads)
+                extra = calibrate(
+                    float_model,
+                    dataset,
+                    method="minmax",
+                    batch_size=cfg.batch_size,
+                    channel_stats=means_for,
+                    threads=cfg.threads,
+                )
                 calib.dtypes, calib.channel_means = extra.dtypes, extra.channel_means
                 calib.samples = extra.samples
         else:
             calib = calibrate(
-                float_model, dataset, method=cfg.method, percentile=cfg.percentile, bins=cfg.bins,
-                batch_size=cfg.batch_size, channel_stats=means_for, threads=cfg.threads,
+                float_model,
+                dataset,
+                method=cfg.method,
+                percentile=cfg.percentile,
+                bins=cfg.bins,
+                batch_size=cfg.batch_size,
+                channel_stats=means_for,
+                threads=cfg.threads,
                 progress=progress,
             )
             if cfg.save_ranges:
@@ -360,22 +403,34 @@ def quantize(
         report.calibration_state_bytes = calib.state_nbytes
         if calib.nonfinite:
             names = ", ".join(list(calib.nonfinite)[:5])
-            report.warnings.append(f"NaN/inf seen in activations ({names}); their producers stay float")
+            report.warnings.append(
+                f"NaN/inf seen in activations ({names}); their producers stay float"
+            )
         plan = plan_exclusions(
-            float_model, calib.ranges, exclude=cfg.exclude, limit=cfg.range_limit,
-            concat_ratio=cfg.concat_ratio, nonfinite=calib.nonfinite, per_channel=prep.per_channel,
+            float_model,
+            calib.ranges,
+            exclude=cfg.exclude,
+            limit=cfg.range_limit,
+            concat_ratio=cfg.concat_ratio,
+            nonfinite=calib.nonfinite,
+            per_channel=prep.per_channel,
         )
         if cfg.bias_correction:
             names = tuple(e.node for e in plan)
             q0 = quantize_static_ort(
-                float_model, calib.ranges, replace(opts, format="qdq", exclude_nodes=names), calib.dtypes
+                float_model,
+                calib.ranges,
+                replace(opts, format="qdq", exclude_nodes=names),
+                calib.dtypes,
             )
             report.bias_corrected = _recovery.bias_correct(float_model, q0, calib.channel_means)
         report.excluded = plan
 
         def build(extra_float: Sequence[str]) -> ir.Model:
             names = tuple(e.node for e in plan) + tuple(extra_float)
-            q = quantize_static_ort(float_model, calib.ranges, replace(opts, exclude_nodes=names), calib.dtypes)
+            q = quantize_static_ort(
+                float_model, calib.ranges, replace(opts, exclude_nodes=names), calib.dtypes
+            )
             load_check(q)
             return q
 
@@ -384,7 +439,11 @@ def quantize(
             if evalset is None:
                 raise InvalidInputError("sensitivity analysis and fallback need samples (--data)")
             rec = _recovery.recover(
-                original_float=float_model, qmodel=qmodel, build=build, data=evalset, config=cfg,
+                original_float=float_model,
+                qmodel=qmodel,
+                build=build,
+                data=evalset,
+                config=cfg,
                 excluded={e.node for e in plan},
             )
             qmodel = rec.model
@@ -400,7 +459,9 @@ def quantize(
         from onnxcomp.verify import VerifyConfig, verify
 
         report.verify = verify(
-            original, qmodel, evalset,
+            original,
+            qmodel,
+            evalset,
             VerifyConfig(latency_repeats=cfg.latency_repeats, threads=cfg.threads),
         )
         lr = report.verify.latency_ratio

@@ -111,7 +111,9 @@ def calibrate(
         DataError: A sample does not fit the model.
     """
     if method not in METHODS:
-        raise InvalidInputError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
+        raise InvalidInputError(
+            f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}"
+        )
     if not 0.0 < percentile <= 100.0:
         raise InvalidInputError(f"--percentile must be in (0, 100], got {percentile}")
     names = list(tensors) if tensors is not None else calibration_tensors(model)
@@ -165,7 +167,9 @@ def calibrate(
     for name, col in collectors.items():
         if isinstance(col, HistogramCollector):
             # graph outputs are never clipped: clipping them is a direct output error
-            r = col.range("minmax" if name in outputs else method, percentile=percentile, levels=levels)
+            r = col.range(
+                "minmax" if name in outputs else method, percentile=percentile, levels=levels
+            )
             nf = col.minmax.nonfinite
         else:
             r = col.range()
@@ -215,7 +219,9 @@ def load_ranges(path: str | os.PathLike[str]) -> CalibrationResult:
     except (OSError, ValueError) as e:
         raise InvalidInputError(f"{p}: not a JSON ranges file ({e})") from e
     if not isinstance(payload, dict) or payload.get("format") != RANGES_FORMAT:
-        raise InvalidInputError(f"{p}: not an onnxcomp ranges file (expected format {RANGES_FORMAT})")
+        raise InvalidInputError(
+            f"{p}: not an onnxcomp ranges file (expected format {RANGES_FORMAT})"
+        )
     ranges: dict[str, Range] = {}
     for name, v in payload.get("tensors", {}).items():
         try:
@@ -225,5 +231,8 @@ def load_ranges(path: str | os.PathLike[str]) -> CalibrationResult:
         if math.isnan(lo) or math.isnan(hi) or lo > hi:
             raise InvalidInputError(f"{p}: bad range for tensor {name!r}: {v!r}")
         ranges[name] = Range(lo, hi)
-    return CalibrationResult(method=str(payload.get("method", "minmax")), ranges=ranges,
-                             samples=int(payload.get("samples", 0)))
+    return CalibrationResult(
+        method=str(payload.get("method", "minmax")),
+        ranges=ranges,
+        samples=int(payload.get("samples", 0)),
+    )

@@ -200,7 +200,9 @@ class HistogramCollector:
             edges[-1] = edges[0]
         return self.counts[a:b].astype(np.float64), edges
 
-    def range(self, method: str = "minmax", *, percentile: float = 99.99, levels: int = 255) -> Range:
+    def range(
+        self, method: str = "minmax", *, percentile: float = 99.99, levels: int = 255
+    ) -> Range:
         """The range chosen by ``method`` (minmax, percentile, entropy, mse)."""
         if self.empty:
             return Range(0.0, 0.0)

@@ -113,7 +113,9 @@ def quantize_static_ort(
     tensors = TensorsData(
         CalibrationMethod.MinMax,
         {
-            k: TensorData(lowest=np.array(r.lo, dtype=np.float32), highest=np.array(r.hi, dtype=np.float32))
+            k: TensorData(
+                lowest=np.array(r.lo, dtype=np.float32), highest=np.array(r.hi, dtype=np.float32)
+            )
             for k, r in ranges.items()
         },
     )
@@ -126,14 +128,31 @@ def quantize_static_ort(
     try:
         if options.format == "qoperator":
             quantizer = ONNXQuantizer(
-                proto, options.per_channel, options.reduce_range, QuantizationMode.QLinearOps, True,
-                _qtype(options.weight_type), _qtype(options.activation_type), tensors, [], excluded,
-                op_types, extra,
+                proto,
+                options.per_channel,
+                options.reduce_range,
+                QuantizationMode.QLinearOps,
+                True,
+                _qtype(options.weight_type),
+                _qtype(options.activation_type),
+                tensors,
+                [],
+                excluded,
+                op_types,
+                extra,
             )
         else:
             quantizer = QDQQuantizer(
-                proto, options.per_channel, options.reduce_range, _qtype(options.weight_type),
-                _qtype(options.activation_type), tensors, [], excluded, op_types, extra,
+                proto,
+                options.per_channel,
+                options.reduce_range,
+                _qtype(options.weight_type),
+                _qtype(options.activation_type),
+                tensors,
+                [],
+                excluded,
+                op_types,
+                extra,
             )
         quantizer.quantize_model()
         quantizer.model.topological_sort()
@@ -141,7 +160,9 @@ def quantize_static_ort(
             quantizer.model._check_init(init, "end")
     except Exception as e:
         msg = " ".join(str(e).split())[:300]
-        raise UnsupportedModelError(f"ONNX Runtime's quantizer failed: {type(e).__name__}: {msg}") from e
+        raise UnsupportedModelError(
+            f"ONNX Runtime's quantizer failed: {type(e).__name__}: {msg}"
+        ) from e
     out = ir.serde.deserialize_model(quantizer.model.model)
     _copy_props(model, out)
     return out
@@ -158,9 +179,13 @@ def quantize_dynamic_ort(model: ir.Model, options: OrtOptions) -> ir.Model:
         onnx.save(proto, src)
         try:
             quantize_dynamic(
-                src, dst, op_types_to_quantize=list(options.op_types) or None,
-                per_channel=options.per_channel, reduce_range=options.reduce_range,
-                weight_type=_qtype(options.weight_type), nodes_to_exclude=list(options.exclude_nodes),
+                src,
+                dst,
+                op_types_to_quantize=list(options.op_types) or None,
+                per_channel=options.per_channel,
+                reduce_range=options.reduce_range,
+                weight_type=_qtype(options.weight_type),
+                nodes_to_exclude=list(options.exclude_nodes),
                 extra_options={"WeightSymmetric": options.weight_symmetric},
             )
         except Exception as e:

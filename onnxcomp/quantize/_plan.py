@@ -95,7 +95,10 @@ def plan_exclusions(
             if g is not None and g.as_int() > 1:
                 # ONNX Runtime 1.32 computes per-channel scales of grouped ConvTranspose on the
                 # wrong axis and fails; keep it float rather than guess
-                add(node, "grouped ConvTranspose: ONNX Runtime cannot quantize its weights per channel")
+                add(
+                    node,
+                    "grouped ConvTranspose: ONNX Runtime cannot quantize its weights per channel",
+                )
     for node in model.graph:
         for v in node.inputs:
             if v is None or v.const_value is None:

@@ -81,12 +81,18 @@ def _float_tensors(model: ir.Model) -> dict[str, ir.Node | None]:
     out: dict[str, ir.Node | None] = {}
     for node in model.graph:
         for v in node.outputs:
-            if v is not None and v.name and v.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, None):
+            if (
+                v is not None
+                and v.name
+                and v.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16, None)
+            ):
                 out[v.name] = node
     return out
 
 
-def sensitivity(float_model: ir.Model, qmodel: ir.Model, data: Any, limit: int = 64) -> list[TensorSensitivity]:
+def sensitivity(
+    float_model: ir.Model, qmodel: ir.Model, data: Any, limit: int = 64
+) -> list[TensorSensitivity]:
     """SQNR/cosine of every tensor shared by both models, worst first."""
     fnames = _float_tensors(float_model)
     qvalues = ir.convenience.create_value_mapping(qmodel.graph)
@@ -103,7 +109,12 @@ def sensitivity(float_model: ir.Model, qmodel: ir.Model, data: Any, limit: int =
         qo = qr.run(batch.feed)
         for n in names:
             a, b = fo.get(n), qo.get(qname[n])
-            if isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape and a.dtype.kind == "f":
+            if (
+                isinstance(a, np.ndarray)
+                and isinstance(b, np.ndarray)
+                and a.shape == b.shape
+                and a.dtype.kind == "f"
+            ):
                 accs[n].update(a, b, batch.size)
         seen += batch.size
         if seen >= limit:
@@ -114,7 +125,11 @@ def sensitivity(float_model: ir.Model, qmodel: ir.Model, data: Any, limit: int =
             continue
         r = acc.result()
         node = fnames[n]
-        out.append(TensorSensitivity(n, node.name if node else "", node.op_type if node else "", r.sqnr_db, r.cosine))
+        out.append(
+            TensorSensitivity(
+                n, node.name if node else "", node.op_type if node else "", r.sqnr_db, r.cosine
+            )
+        )
     out.sort(key=lambda s: (s.sqnr_db, s.cosine))
     return out
 
@@ -136,7 +151,9 @@ def _noise(sqnr_db: float) -> float:
     return 10.0 ** (-sqnr_db / 10.0)
 
 
-def rank_nodes(float_model: ir.Model, sens: Sequence[TensorSensitivity], skip: set[str]) -> list[tuple[str, float]]:
+def rank_nodes(
+    float_model: ir.Model, sens: Sequence[TensorSensitivity], skip: set[str]
+) -> list[tuple[str, float]]:
     """Nodes by their own noise contribution, largest first."""
     by_name = {s.tensor: s for s in sens}
     ranked = []
@@ -147,13 +164,19 @@ def rank_nodes(float_model: ir.Model, sens: Sequence[TensorSensitivity], skip: s
         if s_out is None:
             continue
         n_in = max(
-            (_noise(by_name[v.name].sqnr_db) for v in node.inputs if v is not None and v.name in by_name),
+            (
+                _noise(by_name[v.name].sqnr_db)
+                for v in node.inputs
+                if v is not None and v.name in by_name
+            ),
             default=0.0,
         )
         ranked.append((node.name, _noise(s_out.sqnr_db) - n_in))
     ranked.sort(key=lambda t: -t[1])
     seen = {n for n, _ in ranked}
-    ranked += [(n.name, 0.0) for n in float_model.graph if n.name not in seen and n.name not in skip]
+    ranked += [
+        (n.name, 0.0) for n in float_model.graph if n.name not in seen and n.name not in skip
+    ]
     return ranked
 
 
@@ -198,18 +221,27 @@ class Recovery:
 def _limited(data: Any, limit: int) -> Any:
     from onnxcomp.data import Dataset
 
-    return Dataset(data.source, data.specs, transform=data.transform,
-                   limit=min(limit, data.limit) if data.limit else limit, check_finite=data.check_finite)
+    return Dataset(
+        data.source,
+        data.specs,
+        transform=data.transform,
+        limit=min(limit, data.limit) if data.limit else limit,
+        check_finite=data.check_finite,
+    )
 
 
-def _evaluate(float_model: ir.Model, qmodel: ir.Model, data: Any, cfg: Any) -> tuple[bool, float, float | None]:
+def _evaluate(
+    float_model: ir.Model, qmodel: ir.Model, data: Any, cfg: Any
+) -> tuple[bool, float, float | None]:
     from onnxcomp.verify import VerifyConfig, verify
 
     ok = True
     cos = 1.0
     drop = None
     if cfg.target_cosine is not None:
-        rep = verify(float_model, qmodel, _limited(data, cfg.eval_limit), VerifyConfig(latency_repeats=0))
+        rep = verify(
+            float_model, qmodel, _limited(data, cfg.eval_limit), VerifyConfig(latency_repeats=0)
+        )
         cos = rep.min_cosine
         ok = ok and cos >= cfg.target_cosine
     if cfg.max_drop is not None:
@@ -217,7 +249,9 @@ def _evaluate(float_model: ir.Model, qmodel: ir.Model, data: Any, cfg: Any) -> t
         if rep.reference_accuracy is None or rep.candidate_accuracy is None:
             from onnxcomp.errors import InvalidInputError
 
-            raise InvalidInputError("--max-drop: the evaluation data has no integer labels for a classifier output")
+            raise InvalidInputError(
+                "--max-drop: the evaluation data has no integer labels for a classifier output"
+            )
         drop = rep.reference_accuracy - rep.candidate_accuracy
         ok = ok and drop <= cfg.max_drop
     return ok, cos, drop
@@ -283,7 +317,9 @@ def _weighted_nodes(model: ir.Model) -> list[ir.Node]:
     for node in model.graph:
         if node.op_type == "Conv" and len(node.inputs) >= 2 and _const(node.inputs[1]) is not None:
             out.append(node)
-        elif node.op_type == "Gemm" and len(node.inputs) >= 2 and _const(node.inputs[1]) is not None:
+        elif (
+            node.op_type == "Gemm" and len(node.inputs) >= 2 and _const(node.inputs[1]) is not None
+        ):
             ta = node.attributes.get("transA")
             if ta is None or ta.as_int() == 0:
                 out.append(node)
@@ -292,7 +328,11 @@ def _weighted_nodes(model: ir.Model) -> list[ir.Node]:
 
 def bias_correction_inputs(model: ir.Model) -> list[str]:
     """Activations whose per-channel means bias correction needs."""
-    return [n.inputs[0].name for n in _weighted_nodes(model) if n.inputs[0] is not None and n.inputs[0].name]
+    return [
+        n.inputs[0].name
+        for n in _weighted_nodes(model)
+        if n.inputs[0] is not None and n.inputs[0].name
+    ]
 
 
 def _dequantized_weight(qmodel: ir.Model, node_name: str, index: int = 1) -> np.ndarray | None:
@@ -317,7 +357,9 @@ def _dequantized_weight(qmodel: ir.Model, node_name: str, index: int = 1) -> np.
     return (q - zp64) * scale.astype(np.float64)
 
 
-def bias_correct(float_model: ir.Model, qdq_model: ir.Model, means: Mapping[str, np.ndarray]) -> list[str]:
+def bias_correct(
+    float_model: ir.Model, qdq_model: ir.Model, means: Mapping[str, np.ndarray]
+) -> list[str]:
     """Subtract ``(W_q - W) E[x]`` from the bias of each quantized Conv/Gemm of ``float_model``."""
     corrected = []
     graph = float_model.graph
@@ -358,7 +400,9 @@ def bias_correct(float_model: ir.Model, qdq_model: ir.Model, means: Mapping[str,
                 continue
             b_new = (np.broadcast_to(b.astype(np.float64), (n_out,)) - shift / beta).astype(w.dtype)
         else:
-            b_new = ((b.astype(np.float64) if b is not None else np.zeros(n_out)) - shift).astype(w.dtype)
+            b_new = ((b.astype(np.float64) if b is not None else np.zeros(n_out)) - shift).astype(
+                w.dtype
+            )
         bv = ir.Value(name=f"{node.name}_B_biascorr", const_value=ir.tensor(b_new))
         bv.dtype = ir.DataType.from_numpy(b_new.dtype)
         bv.shape = ir.Shape(b_new.shape)
