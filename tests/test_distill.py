@@ -504,3 +504,16 @@ def test_cli_bad_inputs(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) ->
     msg = _one_line_error(runner.invoke(main, ["distill", "eval", str(teacher), "--store", str(tmp_path / "nope"),
                                                "--data", str(data)]))
     assert "not a soft-label store" in msg
+
+
+def test_block_reading_equals_sample_reading(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+    # .npz shaped like the inputs is read a batch at a time; a Python list one sample at a
+    # time: the same batches, so the same arrays.
+    teacher, data, x = setup
+    y = np.load(data)["label"]
+    cfg = LabelConfig(top_k=3, shard_size=16, batch_size=5)
+    label(teacher, data, tmp_path / "a", cfg)
+    label(teacher, [{"x": x[i], "label": y[i]} for i in range(len(x))], tmp_path / "b", cfg)
+    a, b = tree_digest(tmp_path / "a"), tree_digest(tmp_path / "b")
+    a.pop("manifest.json"), b.pop("manifest.json")
+    assert a == b and len(a) == 5 * 4

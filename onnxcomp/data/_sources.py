@@ -89,6 +89,15 @@ class _NpyRowReader:
             raise InvalidInputError(f"{self._where}: truncated at row {i}")
         return np.frombuffer(buf, dtype=self.dtype).reshape(self.shape[1:]).copy()
 
+    def read_rows(self, i: int, n: int) -> np.ndarray:
+        """Rows ``i .. i+n-1`` (the next ``n`` rows of the stream), stacked."""
+        if self._full is not None:
+            return np.ascontiguousarray(self._full[i : i + n])
+        buf = self._stream.read(self._row_bytes * n)
+        if len(buf) != self._row_bytes * n:
+            raise InvalidInputError(f"{self._where}: truncated at row {i}")
+        return np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:])).copy()
+
 
 class NpzSource:
     """A ``.npz`` whose arrays are keyed by input name, sample axis first.
@@ -127,6 +136,28 @@ class NpzSource:
 
     def fingerprint(self) -> str:
         return _file_fingerprint(self.path)
+
+    def iter_blocks(self, block: int) -> Iterator[dict[str, np.ndarray]]:
+        """Consecutive blocks of up to ``block`` samples, each array sample axis first."""
+        with zipfile.ZipFile(self.path) as zf:
+            streams = {k: zf.open(k + ".npy") for k in self.keys}
+            try:
+                readers = {k: _NpyRowReader(s, f"{self.path}[{k}]") for k, s in streams.items()}
+                for i in range(0, self.length, block):
+                    n = min(block, self.length - i)
+                    yield {k: r.read_rows(i, n) for k, r in readers.items()}
+            finally:
+                for s in streams.values():
+                    s.close()
+
+    def array_ranks(self) -> dict[str, int]:
+        """Rank of each stored array (sample axis included)."""
+        with zipfile.ZipFile(self.path) as zf:
+            ranks = {}
+            for k in self.keys:
+                with zf.open(k + ".npy") as f:
+                    ranks[k] = len(_NpyRowReader(f, f"{self.path}[{k}]").shape)
+        return ranks
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         with zipfile.ZipFile(self.path) as zf:
@@ -171,6 +202,15 @@ class NpySource:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+    def iter_blocks(self, block: int) -> Iterator[dict[str, np.ndarray]]:
+        """Consecutive blocks of up to ``block`` samples, sample axis first."""
+        for i in range(0, len(self), block):
+            yield {self.input_name: np.array(self._arr[i : i + block])}
+
+    def array_ranks(self) -> dict[str, int]:
+        """Rank of the stored array (sample axis included)."""
+        return {self.input_name: int(self._arr.ndim)}
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for i in range(len(self)):

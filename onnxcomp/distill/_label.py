@@ -246,6 +246,25 @@ def _log_of_probabilities(p: np.ndarray) -> np.ndarray:
     return log_softmax(logp)
 
 
+def _select_topk(v: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest values per row, by decreasing value, ties by lower index."""
+    n, c = v.shape
+    if k >= c:
+        part = np.broadcast_to(np.arange(c), (n, c))
+    else:
+        part = np.argpartition(-v, k - 1, axis=1)[:, :k]
+        # argpartition may pick any of equal values at the boundary: take the
+        # lowest indices among ties, deterministically.
+        picked = np.take_along_axis(v, part, axis=1)
+        kth = picked.min(axis=1, keepdims=True)
+        if np.any((v == kth).sum(axis=1) > (picked == kth).sum(axis=1)):
+            order = np.lexsort((np.broadcast_to(np.arange(c), (n, c)), -v), axis=1)
+            part = order[:, :k]
+    vals = np.take_along_axis(v, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1)
+    return np.take_along_axis(part, order, axis=1)
+
+
 def compress_topk(
     logp: np.ndarray, k: int, idx_dtype: np.dtype[Any]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -254,26 +273,37 @@ def compress_topk(
     Classes are ordered by decreasing probability, ties by lower index; the tail
     is the float64 sum of the probabilities outside the top K.
     """
-    n, c = logp.shape
-    if k >= c:
-        part = np.broadcast_to(np.arange(c), (n, c))
-    else:
-        part = np.argpartition(-logp, k - 1, axis=1)[:, :k]
-        # argpartition may pick any of equal values at the boundary: take the
-        # lowest indices among ties, deterministically.
-        kth = np.take_along_axis(logp, part, axis=1).min(axis=1, keepdims=True)
-        if np.any((logp == kth).sum(axis=1) > (np.take_along_axis(logp, part, axis=1) == kth).sum(axis=1)):
-            order = np.lexsort((np.broadcast_to(np.arange(c), (n, c)), -logp), axis=1)
-            part = order[:, :k]
-    vals = np.take_along_axis(logp, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1)
-    idx = np.take_along_axis(part, order, axis=1)
+    idx = _select_topk(logp, k)
     top = np.take_along_axis(logp, idx, axis=1)
     with np.errstate(under="ignore"):
         p = np.exp(logp)
-    rest = p.copy()
-    np.put_along_axis(rest, idx, 0.0, axis=1)
-    tail = rest.sum(axis=1)
+    np.put_along_axis(p, idx, 0.0, axis=1)
+    tail = p.sum(axis=1)
+    return idx.astype(idx_dtype), top.astype(np.float16), tail.astype(np.float32)
+
+
+def topk_from_logits(
+    z: np.ndarray, k: int, idx_dtype: np.dtype[Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`compress_topk` of ``log_softmax(z)`` with a single ``exp`` pass.
+
+    ``log p_c = (z_c - max z) - log S`` with ``S = sum_j exp(z_j - max z)``; the tail
+    mass is ``sum_{c not in top-K} exp(z_c - max z) / S``, summed directly. The
+    exponentials are taken at the logits' precision (float32) and summed in
+    float64: the tail is exact to float32 precision, which is what is stored.
+    """
+    z = np.asarray(z)
+    if z.dtype != np.float64:
+        z = z.astype(np.float32, copy=False)
+    m = z.max(axis=1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0).astype(z.dtype)
+    with np.errstate(under="ignore"):
+        e = np.exp(z - m)  # each term to the input's precision; sums in float64
+    total = e.sum(axis=1, keepdims=True, dtype=np.float64)
+    idx = _select_topk(z, k)
+    top = (np.take_along_axis(z, idx, axis=1).astype(np.float64) - m) - np.log(total)
+    np.put_along_axis(e, idx, 0.0, axis=1)
+    tail = e.sum(axis=1, dtype=np.float64) / total[:, 0]
     return idx.astype(idx_dtype), top.astype(np.float16), tail.astype(np.float32)
 
 
@@ -372,6 +402,18 @@ def _int_label(label: Any) -> int | None:
     if arr.size != 1 or arr.dtype.kind not in "iub":
         return None
     return int(arr.reshape(-1)[0])
+
+
+def _labels_of(labels: Any, b: int) -> np.ndarray:
+    """Integer labels of a batch (-1 where missing or not an integer)."""
+    if isinstance(labels, np.ndarray) or (labels is not None and not isinstance(labels, list)):
+        arr = np.asarray(labels)
+        if arr.size == b and arr.dtype.kind in "iub":
+            return arr.reshape(b).astype(np.int64)
+        return np.full(b, -1, np.int64)
+    if labels is None:
+        return np.full(b, -1, np.int64)
+    return np.asarray([(-1 if (v := _int_label(lb)) is None else v) for lb in labels], np.int64)
 
 
 def _class_rows(arr: Any, batch: int, name: str, where: str) -> np.ndarray:
@@ -491,10 +533,74 @@ def _validate(dataset: Dataset, i: int, raw: Mapping[str, Any]) -> Sample:
     return Sample(i, feed, lab)
 
 
+class _BlockCursor:
+    """Sequential reader of consecutive sample rows from a source's ``iter_blocks``."""
+
+    def __init__(self, source: Any, block: int, description: str) -> None:
+        self.source = source
+        self.block = block
+        self.description = description
+        self._reset()
+
+    def _reset(self) -> None:
+        self._it = iter(self.source.iter_blocks(self.block))
+        self._buf: dict[str, np.ndarray] | None = None
+        self._len = 0
+        self._off = 0
+        self.pos = 0
+
+    def take(self, start: int, n: int) -> dict[str, np.ndarray]:
+        """Rows ``start .. start+n-1`` (moving forward; restarts when asked to go back)."""
+        if self.pos > start:
+            self._reset()
+        parts: list[dict[str, np.ndarray]] = []
+        while self.pos < start + n:
+            if self._buf is None or self._off >= self._len:
+                try:
+                    self._buf = next(self._it)
+                except StopIteration:
+                    raise DataError(
+                        f"{self.description}: ended at sample {self.pos}, expected {start + n} "
+                        "samples (did the data change while labelling?)"
+                    ) from None
+                self._len = len(next(iter(self._buf.values())))
+                self._off = 0
+            avail = self._len - self._off
+            if self.pos < start:
+                step = min(avail, start - self.pos)
+            else:
+                step = min(avail, start + n - self.pos)
+                parts.append({k: v[self._off : self._off + step] for k, v in self._buf.items()})
+            self._off += step
+            self.pos += step
+        if len(parts) == 1:
+            return parts[0]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _block_reader(dataset: Dataset, plan: LabelPlan) -> _BlockCursor | None:
+    """A batch-at-once reader when the source stores arrays shaped like the inputs."""
+    src = dataset.source
+    if (
+        not plan.stackable
+        or plan.batch_size < 2
+        or dataset.transform is not None
+        or not hasattr(src, "iter_blocks")
+        or not hasattr(src, "array_ranks")
+    ):
+        return None
+    ranks = src.array_ranks()
+    if any(s.rank is None or ranks.get(s.name) != s.rank for s in dataset.specs):
+        return None
+    return _BlockCursor(src, plan.batch_size, dataset.description)
+
+
 class ShardWorker:
     """One ONNX Runtime session that computes shards and writes their files.
 
     Keeps its position in the data so that consecutive shards read the data once.
+    Sources that store whole arrays (``.npz``/``.npy`` shaped like the inputs) are
+    read and validated a batch at a time; the batches are the same either way.
     """
 
     def __init__(self, plan: LabelPlan, dataset: Dataset, store: str | os.PathLike[str],
@@ -510,6 +616,7 @@ class ShardWorker:
         self.session = session
         self._iter: Iterator[tuple[int, Mapping[str, Any]]] | None = None
         self._next = 0
+        self._blocks = _block_reader(dataset, plan)
 
     def _raw_from(self, start: int) -> Iterator[tuple[int, Mapping[str, Any]]]:
         if self._iter is None or self._next > start:
@@ -534,10 +641,27 @@ class ShardWorker:
             self._next = i + 1
             yield _validate(self.dataset, i, raw)
 
-    def compute(self, start: int, count: int) -> dict[str, np.ndarray]:
-        """The arrays of samples ``start .. start+count-1``."""
+    def _batches(self, start: int, count: int) -> Iterator[tuple[int, int, dict[str, np.ndarray], Any, str]]:
+        """(first index, size, feed, labels (array or list), where) per batch of the shard."""
         from onnxcomp.runtime import iter_batches
 
+        desc = self.dataset.description
+        if self._blocks is not None:
+            bs = self.plan.batch_size
+            for lo in range(start, start + count, bs):
+                n = min(bs, start + count - lo)
+                where = f"samples {lo}-{lo + n - 1} of {desc}"
+                raw = self._blocks.take(lo, n)
+                feed, lab = to_feed(raw, self.dataset.specs, where, check_finite=self.dataset.check_finite)
+                yield lo, n, feed, lab, where
+            return
+        bs = self.plan.batch_size if self.plan.stackable else 1
+        for batch in iter_batches(self._samples(start, count), self.dataset.specs, bs):
+            where = f"samples {batch.indices[0]}-{batch.indices[-1]} of {desc}"
+            yield batch.indices[0], batch.size, batch.feed, batch.labels, where
+
+    def compute(self, start: int, count: int) -> dict[str, np.ndarray]:
+        """The arrays of samples ``start .. start+count-1``."""
         plan = self.plan
         k = plan.top_k
         width = k if k is not None else plan.classes
@@ -550,27 +674,25 @@ class ShardWorker:
         for j, f in enumerate(plan.features):
             arrays[f"feat{j}"] = np.empty((count, *f.shape), np.dtype(f.dtype))
         names = plan.fetch
-        bs = plan.batch_size if plan.stackable else 1
-        for batch in iter_batches(self._samples(start, count), self.dataset.specs, bs):
-            where = f"samples {batch.indices[0]}-{batch.indices[-1]} of {self.dataset.description}"
-            outs = _run(self.session, names, batch.feed, where)
-            b = batch.size
+        for first, b, feed, labels, where in self._batches(start, count):
+            outs = _run(self.session, names, feed, where)
             rows = _class_rows(outs[0], b, plan.tap.tapped, where)
             if rows.shape[1] != plan.classes:
                 raise UnsupportedModelError(
                     f"teacher output {plan.tap.tapped!r} has {rows.shape[1]} classes on {where}, "
                     f"{plan.classes} on the first sample"
                 )
-            lo = batch.indices[0] - start
-            sl = slice(lo, lo + b)
-            logp = _log_of_probabilities(rows) if plan.probabilities else log_softmax(rows)
+            sl = slice(first - start, first - start + b)
             if k is not None:
-                idx, top, tail = compress_topk(logp, k, arrays["index"].dtype)
+                if plan.probabilities:
+                    idx, top, tail = compress_topk(_log_of_probabilities(rows), k, arrays["index"].dtype)
+                else:
+                    idx, top, tail = topk_from_logits(rows, k, arrays["index"].dtype)
                 arrays["index"][sl], arrays["logp"][sl], arrays["tail"][sl] = idx, top, tail
             else:
-                arrays["logp"][sl] = logp
+                arrays["logp"][sl] = _log_of_probabilities(rows) if plan.probabilities else log_softmax(rows)
             if plan.labels:
-                arrays["label"][sl] = [(-1 if (v := _int_label(lb)) is None else v) for lb in batch.labels]
+                arrays["label"][sl] = _labels_of(labels, b)
             for j, (f, arr) in enumerate(zip(plan.features, outs[1:])):
                 arr = np.asarray(arr)
                 if arr.shape != (b, *f.shape):
