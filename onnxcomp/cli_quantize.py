@@ -68,6 +68,11 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--symmetric-activations/--asymmetric-activations", default=False, show_default=True)
 @click.option("--symmetric-weights/--asymmetric-weights", default=True, show_default=True)
 @click.option(
+    "--reduce-range/--no-reduce-range",
+    default=None,
+    help="7-bit weights (default: automatic, on when the CPU has no VNNI).",
+)
+@click.option(
     "--exclude",
     multiple=True,
     metavar="NAME|PATTERN|OP",
@@ -153,6 +158,7 @@ def quantize(model: str, out: str, **kw: Any) -> None:
         weight_type=kw["weight_type"],
         activation_symmetric=kw["symmetric_activations"],
         weight_symmetric=kw["symmetric_weights"],
+        reduce_range=kw["reduce_range"],
         exclude=_split(kw["exclude"]),
         op_types=_split(kw["op_types"]),
         shapes=shapes or None,
@@ -201,7 +207,8 @@ def _print(rep: Any, path: str, top: int) -> None:
     method = f", {rep.method}" if rep.method else ""
     click.echo(
         f"mode        {rep.mode} {rep.format}{method}, weights "
-        f"{'per-channel' if rep.per_channel else 'per-tensor'}, opset "
+        f"{'per-channel' if rep.per_channel else 'per-tensor'}"
+        f"{' 7-bit' if rep.reduce_range else ''}, opset "
         f"{rep.opset[0]}{'' if rep.opset[0] == rep.opset[1] else f' -> {rep.opset[1]}'}"
     )
     if rep.mode == "static":

@@ -39,7 +39,12 @@ from onnxcomp.quantize._calibrate import (
     save_ranges,
 )
 from onnxcomp.quantize._collectors import Range
-from onnxcomp.quantize._ort import OrtOptions, quantize_dynamic_ort, quantize_static_ort
+from onnxcomp.quantize._ort import (
+    OrtOptions,
+    cpu_needs_reduce_range,
+    quantize_dynamic_ort,
+    quantize_static_ort,
+)
 from onnxcomp.quantize._plan import Exclusion, name_nodes, plan_exclusions
 from onnxcomp.quantize._prepare import PrepareConfig, prepare
 
@@ -75,6 +80,8 @@ class QuantizeConfig:
         per_channel: Per-output-channel weight scales (opset upgraded to 13 when needed).
         activation_type / weight_type: ``u8`` or ``s8``.
         activation_symmetric / weight_symmetric: Symmetric ranges.
+        reduce_range: 7-bit weights; None = automatic (on x86 CPUs without VNNI, where
+            ONNX Runtime's u8 x s8 kernels saturate with 8-bit weights).
         exclude: Node names, fnmatch patterns or op types kept in float.
         op_types: Op types to quantize (default: all ONNX Runtime supports).
         shapes: Fixed input dims (``{"input": (1, 3, 224, 224)}``).
@@ -109,6 +116,7 @@ class QuantizeConfig:
     weight_type: str = "s8"
     activation_symmetric: bool = False
     weight_symmetric: bool = True
+    reduce_range: bool | None = None
     exclude: tuple[str, ...] = ()
     op_types: tuple[str, ...] = ()
     shapes: Mapping[str, Sequence[int]] | None = None
@@ -184,6 +192,7 @@ class QuantizeReport:
     target_met: bool | None = None
     verify: Any = None
     calibration_state_bytes: int = 0
+    reduce_range: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -191,6 +200,7 @@ class QuantizeReport:
             "format": self.format,
             "method": self.method,
             "per_channel": self.per_channel,
+            "reduce_range": self.reduce_range,
             "opset": list(self.opset),
             "samples": self.samples,
             "synthetic": self.synthetic,
@@ -347,7 +357,19 @@ def quantize(
         report.warnings.append(
             "calibrated on SYNTHETIC random inputs: ranges and accuracy on real data may be poor"
         )
+    reduce_range = cfg.reduce_range
+    if reduce_range is None:
+        reduce_range = (
+            cfg.activation_type == "u8" and cfg.weight_type == "s8" and cpu_needs_reduce_range()
+        )
+        if reduce_range:
+            report.warnings.append(
+                "this CPU has no VNNI: weights use 7 bits (reduce_range) to avoid u8 x s8 "
+                "saturation in ONNX Runtime's kernels (--no-reduce-range to force 8 bits)"
+            )
+    report.reduce_range = reduce_range
     opts = OrtOptions(
+        reduce_range=reduce_range,
         format=cfg.format,
         per_channel=prep.per_channel,
         activation_type=cfg.activation_type,

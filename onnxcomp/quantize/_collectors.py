@@ -23,7 +23,9 @@ Range selection from a histogram with counts ``h_i`` on bin centres ``x_i``:
   edge bins) and ``Q`` is the window without outliers merged into ``levels``
   quantization bins and spread back uniformly over its non-empty bins
   (TensorRT's method; outlier mass in ``P`` without a counterpart in ``Q`` is
-  what penalizes tight clipping). This needs
+  what penalizes tight clipping). The bin holding 0 is left out: zero is exact
+  on the quantized grid, and the spike of exact zeros of ReLU outputs would
+  otherwise dominate the divergence and force the narrowest window. This needs
   many more bins than levels (2048 bins for 255 levels);
 * ``mse``: the same candidates, minimizing the expected squared error
   ``sum_i h_i (x_i - Q(x_i))^2`` with ``Q`` the uniform quantizer of
@@ -258,6 +260,14 @@ def _candidates(counts: np.ndarray, edges: np.ndarray, levels: int) -> list[tupl
 def entropy_range(counts: np.ndarray, edges: np.ndarray, levels: int = 255) -> Range:
     """Clipping range minimizing KL(P || Q) (TensorRT's entropy calibration)."""
     best = (math.inf, 0, counts.size)
+    counts = counts.copy()
+    if edges[0] <= 0.0 < edges[-1]:
+        # zero is exact in the quantized grid; the spike of exact zeros (ReLU outputs)
+        # merged with its neighbours would dominate the divergence and force the
+        # narrowest window, so its bin is left out of the comparison
+        counts[int(np.searchsorted(edges, 0.0, side="right")) - 1] = 0.0
+    if counts.sum() <= 0:
+        return Range(float(edges[0]), float(edges[-1]))
     total_nz = counts > 0
     for l_, r_ in _candidates(counts, edges, levels):
         window = counts[l_:r_]
@@ -272,6 +282,8 @@ def entropy_range(counts: np.ndarray, edges: np.ndarray, levels: int = 255) -> R
         g_mass = np.bincount(group, weights=window, minlength=levels)
         g_nz = np.bincount(group, weights=nz.astype(np.float64), minlength=levels)
         q = np.where(nz, g_mass[group] / np.maximum(g_nz[group], 1.0), 0.0)
+        if p.sum() <= 0 or q.sum() <= 0:
+            continue
         ps = p / p.sum()
         qs = q / q.sum()
         mask = ps > 0

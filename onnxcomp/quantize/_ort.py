@@ -27,7 +27,13 @@ from onnxcomp import io
 from onnxcomp.errors import UnsupportedModelError
 from onnxcomp.quantize._collectors import Range
 
-__all__ = ["OrtOptions", "default_op_types", "quantize_dynamic_ort", "quantize_static_ort"]
+__all__ = [
+    "OrtOptions",
+    "cpu_needs_reduce_range",
+    "default_op_types",
+    "quantize_dynamic_ort",
+    "quantize_static_ort",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +51,33 @@ class OrtOptions:
     reduce_range: bool = False
     op_types: tuple[str, ...] = ()
     exclude_nodes: tuple[str, ...] = ()
+
+
+def cpu_needs_reduce_range() -> bool:
+    """True on x86 CPUs without VNNI, where ONNX Runtime's u8 x s8 kernels saturate.
+
+    Without VNNI the u8 x s8 dot product goes through ``vpmaddubsw``, whose int16
+    pair sums saturate for 8-bit weights; measured on this project's MNIST ResNet:
+    SQNR 10 dB and 94.5% top-1 agreement with 8-bit weights, 33 dB and 100% with
+    7-bit weights (``reduce_range``), which is also the fastest option here.
+    """
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return False
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    if not flags:
+        return False
+    return not ({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)
 
 
 def default_op_types() -> list[str]:
