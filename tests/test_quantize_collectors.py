@@ -134,3 +134,14 @@ def test_constant_data() -> None:
     for method in ("minmax", "percentile", "entropy", "mse"):
         r = h.range(method)
         assert r.lo <= 3.5 <= r.hi + 1e-6
+
+
+def test_entropy_on_relu_output_is_not_the_narrowest_window() -> None:
+    """Half the values are exact zeros: the zero spike must not force the tightest clip."""
+    rng = np.random.default_rng(5)
+    x = np.maximum(rng.standard_normal(200_000), 0.0)
+    h = HistogramCollector(2048)
+    h.update(x)
+    r = h.range("entropy")
+    assert r.lo == 0.0
+    assert r.hi > 2.5  # the old narrowest window was ~255 bins (~1.0)
