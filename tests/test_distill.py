@@ -48,8 +48,15 @@ def mlp_text(batch: str = "N", softmax: bool = True, classes: int = C) -> str:
     """
 
 
-def make_teacher(path: Path, *, seed: int = 0, batch: str = "N", softmax: bool = True,
-                 scale: float = 3.0, classes: int = C) -> Path:
+def make_teacher(
+    path: Path,
+    *,
+    seed: int = 0,
+    batch: str = "N",
+    softmax: bool = True,
+    scale: float = 3.0,
+    classes: int = C,
+) -> Path:
     rng = np.random.default_rng(seed)
     w = {
         "W1": rng.standard_normal((D, 32)).astype(np.float32) * 0.5,
@@ -63,7 +70,7 @@ def make_teacher(path: Path, *, seed: int = 0, batch: str = "N", softmax: bool =
 
 
 def logits_of(path: Path, x: np.ndarray) -> np.ndarray:
-    """Reference logits: the teacher with the Softmax input exposed, in ORT, one sample at a time."""
+    """Reference logits: the teacher's Softmax input exposed, run in ORT."""
     m = onnx.load(path)
     m.graph.output.insert(0, onnx.helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, None))
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -79,7 +86,9 @@ def ref_logp(z: np.ndarray) -> np.ndarray:
     return z - m - np.log(np.exp(z - m).sum(1, keepdims=True))
 
 
-def make_data(path: Path, n: int = 70, seed: int = 1, labels: bool = True) -> tuple[Path, np.ndarray]:
+def make_data(
+    path: Path, n: int = 70, seed: int = 1, labels: bool = True
+) -> tuple[Path, np.ndarray]:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, D)).astype(np.float32)
     arrays = {"x": x}
@@ -91,7 +100,9 @@ def make_data(path: Path, n: int = 70, seed: int = 1, labels: bool = True) -> tu
 
 def tree_digest(folder: Path) -> dict[str, str]:
     return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file()
     }
 
 
@@ -192,8 +203,12 @@ def test_topk_round_trip(setup: tuple[Path, Path, np.ndarray], tmp_path: Path, k
     if k < C:
         expect = (tail.astype(np.float64) / (C - k))[:, None] * np.ones((1, C))
         total = np.exp(logp.astype(np.float64)).sum(1) + tail
-        np.testing.assert_allclose(u1[~mask].reshape(70, C - k), (expect / total[:, None])[~mask].reshape(70, C - k),
-                                   rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(
+            u1[~mask].reshape(70, C - k),
+            (expect / total[:, None])[~mask].reshape(70, C - k),
+            rtol=1e-5,
+            atol=1e-9,
+        )
 
 
 def test_compress_topk_ties_are_deterministic() -> None:
@@ -222,7 +237,9 @@ def test_fixed_batch_axis_runs_one_sample_at_a_time(tmp_path: Path) -> None:
 
 def test_feature_targets(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
     teacher, data, x = setup
-    label(teacher, data, tmp_path / "s", LabelConfig(top_k=2, features=("feat", "h0"), shard_size=30))
+    label(
+        teacher, data, tmp_path / "s", LabelConfig(top_k=2, features=("feat", "h0"), shard_size=30)
+    )
     st = open_store(tmp_path / "s")
     assert st.feature_names == ["feat", "h0"]
     m = onnx.load(teacher)
@@ -230,8 +247,16 @@ def test_feature_targets(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) -
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     h0 = sess.run(["h0"], {"x": x})[0]
     np.testing.assert_allclose(st.features("h0", np.arange(70)), h0, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(st.features("feat", [5, 2]), np.maximum(h0[[5, 2]] + onnx.numpy_helper.to_array(
-        next(i for i in m.graph.initializer if i.name == "B1")), 0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        st.features("feat", [5, 2]),
+        np.maximum(
+            h0[[5, 2]]
+            + onnx.numpy_helper.to_array(next(i for i in m.graph.initializer if i.name == "B1")),
+            0,
+        ),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     assert st.features("feat", np.arange(70)).shape == (70, 32)
     with pytest.raises(InvalidInputError, match="no feature"):
         st.features("nope", [0])
@@ -240,8 +265,9 @@ def test_feature_targets(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) -
 # ----------------------------------------------------------- resume / refuse
 
 
-def test_resume_after_interruption_is_identical(setup: tuple[Path, Path, np.ndarray], tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_after_interruption_is_identical(
+    setup: tuple[Path, Path, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     teacher, data, _ = setup
     cfg = LabelConfig(top_k=4, shard_size=16, batch_size=5)
     label(teacher, data, tmp_path / "full", cfg)
@@ -271,7 +297,9 @@ def test_resume_after_interruption_is_identical(setup: tuple[Path, Path, np.ndar
     assert tree_digest(tmp_path / "part") == tree_digest(tmp_path / "full")
     # a finished store is a no-op
     again = label(teacher, data, tmp_path / "part", cfg)
-    assert again.shards_written == 0 and tree_digest(tmp_path / "part") == tree_digest(tmp_path / "full")
+    assert again.shards_written == 0 and tree_digest(tmp_path / "part") == tree_digest(
+        tmp_path / "full"
+    )
 
 
 def test_changed_teacher_is_refused(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
@@ -284,7 +312,9 @@ def test_changed_teacher_is_refused(setup: tuple[Path, Path, np.ndarray], tmp_pa
     assert tree_digest(tmp_path / "s") == before
 
 
-def test_changed_data_or_options_are_refused(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+def test_changed_data_or_options_are_refused(
+    setup: tuple[Path, Path, np.ndarray], tmp_path: Path
+) -> None:
     teacher, data, _ = setup
     label(teacher, data, tmp_path / "s", LabelConfig(shard_size=32))
     before = tree_digest(tmp_path / "s")
@@ -325,8 +355,12 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-@pytest.mark.parametrize("t,alpha,with_labels", [(1.0, None, False), (4.0, 0.7, True), (2.0, 0.0, True)])
-def test_kd_loss_matches_direct_and_gradient(t: float, alpha: float | None, with_labels: bool) -> None:
+@pytest.mark.parametrize(
+    "t,alpha,with_labels", [(1.0, None, False), (4.0, 0.7, True), (2.0, 0.0, True)]
+)
+def test_kd_loss_matches_direct_and_gradient(
+    t: float, alpha: float | None, with_labels: bool
+) -> None:
     rng = np.random.default_rng(0)
     z = rng.standard_normal((5, 7)) * 2
     p = _softmax(rng.standard_normal((5, 7)) / t)
@@ -351,8 +385,10 @@ def test_kd_loss_matches_direct_and_gradient(t: float, alpha: float | None, with
             zp, zm = z.copy(), z.copy()
             zp[i, j] += eps
             zm[i, j] -= eps
-            num[i, j] = (kd_loss(zp, p, y, temperature=t, alpha=alpha)
-                         - kd_loss(zm, p, y, temperature=t, alpha=alpha)) / (2 * eps)
+            num[i, j] = (
+                kd_loss(zp, p, y, temperature=t, alpha=alpha)
+                - kd_loss(zm, p, y, temperature=t, alpha=alpha)
+            ) / (2 * eps)
     np.testing.assert_allclose(grad, num, atol=1e-7)
 
 
@@ -378,10 +414,14 @@ def test_torch_adapter_matches_numpy(setup: tuple[Path, Path, np.ndarray], tmp_p
     assert int(yb) == int(np.load(data)["label"][5])
     loader = torch.utils.data.DataLoader(ds, batch_size=16, shuffle=False)
     xb, tb, yb = next(iter(loader))
-    z = torch.randn(16, C, dtype=torch.float64, requires_grad=True, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(
+        16, C, dtype=torch.float64, requires_grad=True, generator=torch.Generator().manual_seed(0)
+    )
     loss = torch_kd_loss(z, tb.double(), yb, temperature=3.0, alpha=0.6)
     loss.backward()
-    ref, grad = kd_loss_and_grad(z.detach().numpy(), tb.double().numpy(), yb.numpy(), temperature=3.0, alpha=0.6)
+    ref, grad = kd_loss_and_grad(
+        z.detach().numpy(), tb.double().numpy(), yb.numpy(), temperature=3.0, alpha=0.6
+    )
     assert float(loss.detach()) == pytest.approx(ref, rel=1e-10)
     np.testing.assert_allclose(z.grad.numpy(), grad, rtol=1e-6, atol=1e-9)
 
@@ -389,7 +429,9 @@ def test_torch_adapter_matches_numpy(setup: tuple[Path, Path, np.ndarray], tmp_p
 # ---------------------------------------------------------------- parallel
 
 
-def test_workers_2_identical_to_workers_1(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+def test_workers_2_identical_to_workers_1(
+    setup: tuple[Path, Path, np.ndarray], tmp_path: Path
+) -> None:
     teacher, data, _ = setup
     base = dict(top_k=5, shard_size=16, batch_size=8, features=("h0",), threads=1)
     label(teacher, data, tmp_path / "w1", LabelConfig(workers=1, **base))  # type: ignore[arg-type]
@@ -399,7 +441,9 @@ def test_workers_2_identical_to_workers_1(setup: tuple[Path, Path, np.ndarray], 
 
 
 @pytest.mark.slow
-def test_ray_engine_identical_to_local(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+def test_ray_engine_identical_to_local(
+    setup: tuple[Path, Path, np.ndarray], tmp_path: Path
+) -> None:
     pytest.importorskip("ray")
     teacher, data, _ = setup
     base = dict(top_k=5, shard_size=16, batch_size=8, threads=1)
@@ -411,7 +455,9 @@ def test_ray_engine_identical_to_local(setup: tuple[Path, Path, np.ndarray], tmp
 # ----------------------------------------------------------------------- eval
 
 
-def test_eval_student_equal_to_teacher(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+def test_eval_student_equal_to_teacher(
+    setup: tuple[Path, Path, np.ndarray], tmp_path: Path
+) -> None:
     teacher, data, _ = setup
     label(teacher, data, tmp_path / "s", LabelConfig(shard_size=32))
     cfg = EvalConfig(temperature=2.0, latency_repeats=2)
@@ -426,7 +472,9 @@ def test_eval_student_equal_to_teacher(setup: tuple[Path, Path, np.ndarray], tmp
 def test_eval_other_student(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
     teacher, data, x = setup
     student = make_teacher(tmp_path / "student.onnx", seed=3, softmax=False)
-    rep = evaluate(student, data, teacher=teacher, config=EvalConfig(temperature=2.0, latency_repeats=0))
+    rep = evaluate(
+        student, data, teacher=teacher, config=EvalConfig(temperature=2.0, latency_repeats=0)
+    )
     m = onnx.load(student)
     sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     zs = sess.run(None, {"x": x})[0].astype(np.float64)
@@ -446,21 +494,77 @@ def test_cli_label_and_eval(setup: tuple[Path, Path, np.ndarray], tmp_path: Path
     teacher, data, _ = setup
     runner = CliRunner()
     store = tmp_path / "s"
-    r = runner.invoke(main, ["distill", "label", str(teacher), "--data", str(data), "-o", str(store),
-                             "--top-k", "3", "--shard-size", "20", "--json"])
+    r = runner.invoke(
+        main,
+        [
+            "distill",
+            "label",
+            str(teacher),
+            "--data",
+            str(data),
+            "-o",
+            str(store),
+            "--top-k",
+            "3",
+            "--shard-size",
+            "20",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["samples"] == 70 and out["top_k"] == 3 and out["tapped"] == "z"
-    r = runner.invoke(main, ["distill", "label", str(teacher), "--data", str(data), "-o", str(store),
-                             "--top-k", "3", "--shard-size", "20"])
+    r = runner.invoke(
+        main,
+        [
+            "distill",
+            "label",
+            str(teacher),
+            "--data",
+            str(data),
+            "-o",
+            str(store),
+            "--top-k",
+            "3",
+            "--shard-size",
+            "20",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "0 written, 4 reused" in r.stdout and "throughput" in r.stdout
-    r = runner.invoke(main, ["distill", "eval", str(teacher), "--store", str(store), "--data", str(data),
-                             "--temperature", "2", "--repeats", "2"])
+    r = runner.invoke(
+        main,
+        [
+            "distill",
+            "eval",
+            str(teacher),
+            "--store",
+            str(store),
+            "--data",
+            str(data),
+            "--temperature",
+            "2",
+            "--repeats",
+            "2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "top-1 agree 100.00%" in r.stdout
-    r = runner.invoke(main, ["distill", "eval", str(teacher), "--teacher", str(teacher), "--data", str(data),
-                             "--repeats", "0", "--json"])
+    r = runner.invoke(
+        main,
+        [
+            "distill",
+            "eval",
+            str(teacher),
+            "--teacher",
+            str(teacher),
+            "--data",
+            str(data),
+            "--repeats",
+            "0",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["top1_agreement"] == 1.0
 
@@ -477,18 +581,43 @@ def test_cli_bad_inputs(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) ->
     teacher, data, _ = setup
     runner = CliRunner()
     store = tmp_path / "s"
-    assert runner.invoke(main, ["distill", "label", str(teacher), "--data", str(data), "-o", str(store),
-                                "--json"]).exit_code == 0
+    assert (
+        runner.invoke(
+            main,
+            ["distill", "label", str(teacher), "--data", str(data), "-o", str(store), "--json"],
+        ).exit_code
+        == 0
+    )
     before = tree_digest(store)
     other = make_teacher(tmp_path / "other.onnx", seed=7)
-    msg = _one_line_error(runner.invoke(main, ["distill", "label", str(other), "--data", str(data), "-o", str(store)]))
+    msg = _one_line_error(
+        runner.invoke(main, ["distill", "label", str(other), "--data", str(data), "-o", str(store)])
+    )
     assert "another teacher" in msg
-    msg = _one_line_error(runner.invoke(main, ["distill", "label", str(teacher), "--data", str(data), "-o", str(store),
-                                               "--top-k", "99"]))
+    msg = _one_line_error(
+        runner.invoke(
+            main,
+            [
+                "distill",
+                "label",
+                str(teacher),
+                "--data",
+                str(data),
+                "-o",
+                str(store),
+                "--top-k",
+                "99",
+            ],
+        )
+    )
     assert "larger than the teacher's class count 12" in msg
     bad = tmp_path / "bad.npz"
     np.savez(bad, x=np.zeros((3, 5), np.float32))
-    msg = _one_line_error(runner.invoke(main, ["distill", "label", str(teacher), "--data", str(bad), "-o", str(store)]))
+    msg = _one_line_error(
+        runner.invoke(
+            main, ["distill", "label", str(teacher), "--data", str(bad), "-o", str(store)]
+        )
+    )
     assert "bad.npz" in msg
     assert tree_digest(store) == before
     seq = model_from_text(
@@ -496,17 +625,45 @@ def test_cli_bad_inputs(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) ->
         g (float[N,4,8] x) => (float[N,4,8] y) { y = Relu (x) }"""
     )
     onnx.save(seq, tmp_path / "seq.onnx")
-    msg = _one_line_error(runner.invoke(main, ["distill", "label", str(tmp_path / "seq.onnx"), "--synthetic", "4",
-                                               "-o", str(tmp_path / "x")]))
+    msg = _one_line_error(
+        runner.invoke(
+            main,
+            [
+                "distill",
+                "label",
+                str(tmp_path / "seq.onnx"),
+                "--synthetic",
+                "4",
+                "-o",
+                str(tmp_path / "x"),
+            ],
+        )
+    )
     assert "not class scores" in msg
-    msg = _one_line_error(runner.invoke(main, ["distill", "eval", str(teacher), "--data", str(data)]))
+    msg = _one_line_error(
+        runner.invoke(main, ["distill", "eval", str(teacher), "--data", str(data)])
+    )
     assert "--teacher or --store" in msg
-    msg = _one_line_error(runner.invoke(main, ["distill", "eval", str(teacher), "--store", str(tmp_path / "nope"),
-                                               "--data", str(data)]))
+    msg = _one_line_error(
+        runner.invoke(
+            main,
+            [
+                "distill",
+                "eval",
+                str(teacher),
+                "--store",
+                str(tmp_path / "nope"),
+                "--data",
+                str(data),
+            ],
+        )
+    )
     assert "not a soft-label store" in msg
 
 
-def test_block_reading_equals_sample_reading(setup: tuple[Path, Path, np.ndarray], tmp_path: Path) -> None:
+def test_block_reading_equals_sample_reading(
+    setup: tuple[Path, Path, np.ndarray], tmp_path: Path
+) -> None:
     # .npz shaped like the inputs is read a batch at a time; a Python list one sample at a
     # time: the same batches, so the same arrays.
     teacher, data, x = setup

@@ -66,10 +66,12 @@ class NumpyMLP:
         h = np.maximum(x @ self.w1 + self.b1, 0.0)
         return h, h @ self.w2 + self.b2
 
-    def step(self, x: np.ndarray, h: np.ndarray, dz: np.ndarray, lr: float, wd: float, mom: float = 0.9) -> None:
+    def step(
+        self, x: np.ndarray, h: np.ndarray, dz: np.ndarray, lr: float, wd: float, mom: float = 0.9
+    ) -> None:
         dh = (dz @ self.w2.T) * (h > 0)
         grads = [x.T @ dh, dh.sum(0), h.T @ dz, dz.sum(0)]
-        for p, g, v in zip(self.params, grads, self.velocity):
+        for p, g, v in zip(self.params, grads, self.velocity, strict=False):
             g = g + wd * p if p.ndim == 2 else g
             v *= mom
             v -= lr * g
@@ -79,8 +81,15 @@ class NumpyMLP:
         return float((self.forward(x)[1].argmax(1) == y).mean())
 
 
-def train_numpy(x: np.ndarray, y: np.ndarray, soft: np.ndarray | None, args: argparse.Namespace,
-                seed: int, x_test: np.ndarray, y_test: np.ndarray) -> float:
+def train_numpy(
+    x: np.ndarray,
+    y: np.ndarray,
+    soft: np.ndarray | None,
+    args: argparse.Namespace,
+    seed: int,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+) -> float:
     model = NumpyMLP(args.hidden, seed)
     rng = np.random.default_rng(seed + 1000)
     n = len(x)
@@ -90,9 +99,13 @@ def train_numpy(x: np.ndarray, y: np.ndarray, soft: np.ndarray | None, args: arg
             idx = order[lo : lo + args.batch]
             h, z = model.forward(x[idx])
             if soft is None:
-                _, dz = kd_loss_and_grad(z, np.full_like(z, 0.1), y[idx], temperature=1.0, alpha=0.0)
+                _, dz = kd_loss_and_grad(
+                    z, np.full_like(z, 0.1), y[idx], temperature=1.0, alpha=0.0
+                )
             else:
-                _, dz = kd_loss_and_grad(z, soft[idx], y[idx], temperature=args.temperature, alpha=args.alpha)
+                _, dz = kd_loss_and_grad(
+                    z, soft[idx], y[idx], temperature=args.temperature, alpha=args.alpha
+                )
             model.step(x[idx], h, dz * len(idx), args.lr / len(idx), args.wd)
     return model.accuracy(x_test, y_test)
 
@@ -100,8 +113,17 @@ def train_numpy(x: np.ndarray, y: np.ndarray, soft: np.ndarray | None, args: arg
 # --------------------------------------------------------------- torch student
 
 
-def train_torch(x: np.ndarray, y: np.ndarray, store: Any, sub: np.ndarray, use_soft: bool,
-                args: argparse.Namespace, seed: int, x_test: np.ndarray, y_test: np.ndarray) -> float:
+def train_torch(
+    x: np.ndarray,
+    y: np.ndarray,
+    store: Any,
+    sub: np.ndarray,
+    use_soft: bool,
+    args: argparse.Namespace,
+    seed: int,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+) -> float:
     import torch
     from torch import nn
 
@@ -121,8 +143,12 @@ def train_torch(x: np.ndarray, y: np.ndarray, store: Any, sub: np.ndarray, use_s
         def __getitem__(self, i: int) -> Any:
             return self.full[int(sub[i])]
 
-    loader = torch.utils.data.DataLoader(Subset(), batch_size=args.batch, shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed + 1000))
+    loader = torch.utils.data.DataLoader(
+        Subset(),
+        batch_size=args.batch,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed + 1000),
+    )
     for _ in range(args.epochs):
         for xb, tb, yb in loader:
             z = model(xb.float().reshape(len(xb), -1))
@@ -164,11 +190,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not pool_npz.exists():
         np.savez(pool_npz, input=x_pool, label=y_pool)
     t0 = time.perf_counter()
-    rep = label(TEACHER, pool_npz, work / f"store{args.pool}",
-                LabelConfig(top_k=args.top_k, batch_size=64, shard_size=1024))
+    rep = label(
+        TEACHER,
+        pool_npz,
+        work / f"store{args.pool}",
+        LabelConfig(top_k=args.top_k, batch_size=64, shard_size=1024),
+    )
     label_s = time.perf_counter() - t0
     store = open_store(work / f"store{args.pool}")
-    teacher_pool_acc = float((store.log_probs(np.arange(len(store)), tail="uniform").argmax(1) == y_pool).mean())
+    teacher_pool_acc = float(
+        (store.log_probs(np.arange(len(store)), tail="uniform").argmax(1) == y_pool).mean()
+    )
     x_flat = x_pool.reshape(-1, 784).astype(np.float64)
     results: dict[str, dict[str, list[float]]] = {"numpy": {"hard": [], "kd": []}}
     try:
@@ -187,11 +219,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["numpy"]["kd"].append(train_numpy(x, y, soft, args, seed, x_test, y_test))
         if have_torch:
             xs = x_pool.reshape(-1, 784)
-            results["torch"]["hard"].append(train_torch(xs, y_pool, store, sub, False, args, seed, x_test, y_test))
-            results["torch"]["kd"].append(train_torch(xs, y_pool, store, sub, True, args, seed, x_test, y_test))
-        print(f"seed {seed}: " + ", ".join(
-            f"{fw} {mode} {100 * accs[mode][-1]:.2f}%" for fw, accs in results.items() for mode in ("hard", "kd")
-        ), flush=True)
+            results["torch"]["hard"].append(
+                train_torch(xs, y_pool, store, sub, False, args, seed, x_test, y_test)
+            )
+            results["torch"]["kd"].append(
+                train_torch(xs, y_pool, store, sub, True, args, seed, x_test, y_test)
+            )
+        print(
+            f"seed {seed}: "
+            + ", ".join(
+                f"{fw} {mode} {100 * accs[mode][-1]:.2f}%"
+                for fw, accs in results.items()
+                for mode in ("hard", "kd")
+            ),
+            flush=True,
+        )
     return {
         "teacher": str(TEACHER.relative_to(ROOT)),
         "teacher_pool_accuracy": teacher_pool_acc,
@@ -206,19 +248,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_summary(out: dict[str, Any]) -> None:
     s = out["settings"]
-    print(f"\nteacher {out['teacher']} ({100 * out['teacher_pool_accuracy']:.2f}% on the pool); "
-          f"{s['train']} training images, {s['epochs']} epochs, {s['seeds']} seeds, T={s['temperature']}, "
-          f"alpha={s['alpha']}, MLP 784-{s['hidden']}-10; accuracy on the 10k MNIST test split")
+    print(
+        f"\nteacher {out['teacher']} ({100 * out['teacher_pool_accuracy']:.2f}% on the pool); "
+        f"{s['train']} training images, {s['epochs']} epochs, {s['seeds']} seeds, "
+        f"T={s['temperature']}, "
+        f"alpha={s['alpha']}, MLP 784-{s['hidden']}-10; accuracy on the 10k MNIST test split"
+    )
     print(f"{'student':<10} {'hard labels':>18} {'teacher soft labels':>22} {'gain':>8}")
     for fw, m in out["summary"].items():
         h, k = m["hard"], m["kd"]
-        print(f"{fw:<10} {100 * h['mean']:>10.2f} ± {100 * h['std']:.2f}% {100 * k['mean']:>14.2f} ± "
-              f"{100 * k['std']:.2f}% {100 * (k['mean'] - h['mean']):>+7.2f}")
+        print(
+            f"{fw:<10} {100 * h['mean']:>10.2f} ± {100 * h['std']:.2f}% {100 * k['mean']:>14.2f} ± "
+            f"{100 * k['std']:.2f}% {100 * (k['mean'] - h['mean']):>+7.2f}"
+        )
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--pool", type=int, default=5000, help="Training images labelled by the teacher.")
+    p.add_argument(
+        "--pool", type=int, default=5000, help="Training images labelled by the teacher."
+    )
     p.add_argument("--train", type=int, default=1000, help="Images per student (data budget).")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=40)
@@ -231,7 +280,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=None, help="Store top-k instead of dense.")
     p.add_argument("--no-torch", action="store_true", help="Skip the PyTorch students.")
     p.add_argument("--cache", default=str(DEFAULT_CACHE))
-    p.add_argument("--work", default=None, help="Folder for the data and the store (default: a temp dir).")
+    p.add_argument(
+        "--work", default=None, help="Folder for the data and the store (default: a temp dir)."
+    )
     p.add_argument("--json", default=None, help="Also write the results here.")
     return p.parse_args(argv)
 

@@ -18,9 +18,10 @@ labelling (:func:`onnxcomp.distill.plan_tap`).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -96,8 +97,9 @@ class _Session:
         self.session = session
 
 
-def _logits_session(model_path: str | os.PathLike[str], output: str | None, threads: int | None,
-                    role: str) -> tuple[Any, str, str]:
+def _logits_session(
+    model_path: str | os.PathLike[str], output: str | None, threads: int | None, role: str
+) -> tuple[Any, str, str]:
     from onnxcomp.distill._label import plan_tap
     from onnxcomp.runtime import create_session, expose_outputs
 
@@ -145,7 +147,9 @@ def evaluate(
         raise InvalidInputError("give exactly one of --teacher or --store")
     s_path = Path(student)
     s_model = io.load(s_path)
-    dataset = open_data(data, s_model) if not isinstance(data, Dataset) else open_data(data, s_model)
+    dataset = (
+        open_data(data, s_model) if not isinstance(data, Dataset) else open_data(data, s_model)
+    )
     s_sess, s_name, _ = _logits_session(s_path, cfg.student_output, cfg.threads, "student")
     t_sess = None
     t_name = ""
@@ -162,11 +166,13 @@ def evaluate(
         n = dataset.length()
         if n is not None and n != len(st):
             raise InvalidInputError(
-                f"{store}: the store holds {len(st)} samples, the data {n}; use the data the store was made from"
+                f"{store}: the store holds {len(st)} samples, the data {n}; use the data "
+                "the store was made from"
             )
         if st.manifest.get("data_fingerprint") != dataset.fingerprint():
             raise InvalidInputError(
-                f"{store}: the store was made from other data ({st.manifest.get('data_fingerprint')!r} "
+                f"{store}: the store was made from other data "
+                f"({st.manifest.get('data_fingerprint')!r} "
                 f"vs {dataset.fingerprint()!r})"
             )
     tail = cfg.tail if st is not None and not st.dense else None
@@ -190,7 +196,9 @@ def evaluate(
         except UnsupportedModelError:
             raise
         except Exception as e:
-            raise DataError(f"student: onnxruntime failed on {where}: {' '.join(str(e).split())[:300]}") from e
+            raise DataError(
+                f"student: onnxruntime failed on {where}: {' '.join(str(e).split())[:300]}"
+            ) from e
         if t_sess is not None:
             try:
                 tz = _rows(t_sess.run([t_name], batch.feed)[0], b, "teacher", t_name)
@@ -217,10 +225,14 @@ def evaluate(
         k = min(5, classes)
         s5 = np.argpartition(-z, k - 1, axis=1)[:, :k]
         agree5 += int((s5 == t1[:, None]).any(axis=1).sum())
-        kl_sum += float(kl_divergence(soft_targets(logp, cfg.temperature), z, cfg.temperature).sum())
+        kl_sum += float(
+            kl_divergence(soft_targets(logp, cfg.temperature), z, cfg.temperature).sum()
+        )
         labels = [batch.labels[i] for i in range(b)]
-        if all(lb is not None and np.asarray(lb).size == 1 and np.asarray(lb).dtype.kind in "iu"
-               for lb in labels):
+        if all(
+            lb is not None and np.asarray(lb).size == 1 and np.asarray(lb).dtype.kind in "iu"
+            for lb in labels
+        ):
             y = np.asarray([int(np.asarray(lb).reshape(-1)[0]) for lb in labels])
             correct_s += int((s1 == y).sum())
             correct_t += int((t1 == y).sum())

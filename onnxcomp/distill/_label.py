@@ -114,7 +114,9 @@ class LabelConfig:
             raise InvalidInputError(f"--threads must be >= 1, got {self.threads}")
         for name in ("dense_dtype", "feature_dtype"):
             if getattr(self, name) not in _FLOAT_DTYPES:
-                raise InvalidInputError(f"{name} must be one of {_FLOAT_DTYPES}, got {getattr(self, name)!r}")
+                raise InvalidInputError(
+                    f"{name} must be one of {_FLOAT_DTYPES}, got {getattr(self, name)!r}"
+                )
         if len(set(self.features)) != len(self.features):
             raise InvalidInputError(f"--features lists a tensor twice: {', '.join(self.features)}")
 
@@ -321,7 +323,10 @@ def _softmax_axis_is_last(node: ir.Node, rank: int | None, opset: int) -> bool:
 def _class_like_declared(value: ir.Value) -> bool | None:
     """True/False when the declared type tells, None when unknown."""
     if value.dtype is not None and value.dtype not in (
-        ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE, ir.DataType.BFLOAT16,
+        ir.DataType.FLOAT,
+        ir.DataType.FLOAT16,
+        ir.DataType.DOUBLE,
+        ir.DataType.BFLOAT16,
     ):
         return False
     if value.shape is None:
@@ -347,7 +352,8 @@ def plan_tap(model: ir.Model, output: str | None = None) -> TapPlan:
     if output is not None:
         if output not in names:
             raise InvalidInputError(
-                f"--output {output!r} is not an output of the teacher; its outputs are {', '.join(names)}"
+                f"--output {output!r} is not an output of the teacher; its outputs are "
+                f"{', '.join(names)}"
             )
         value = outputs[names.index(output)]
     elif len(outputs) == 1:
@@ -370,15 +376,24 @@ def plan_tap(model: ir.Model, output: str | None = None) -> TapPlan:
     opset = model.opset_imports.get("", 13)
     node = value.producer()
     # Identity between Softmax and the graph output is common in exports.
-    while node is not None and node.op_type == "Identity" and node.domain == "" and node.inputs[0] is not None:
-        src = node.inputs[0]
-        if src.is_graph_input() or src.is_initializer():
+    while (
+        node is not None
+        and node.op_type == "Identity"
+        and node.domain == ""
+        and node.inputs[0] is not None
+    ):
+        prev = node.inputs[0]
+        if prev is None or prev.is_graph_input() or prev.is_initializer():
             break
-        node = src.producer()
+        node = prev.producer()
     if node is not None and node.domain == "" and node.op_type in ("Softmax", "LogSoftmax"):
         src = node.inputs[0]
         rank = None if value.shape is None else len(value.shape)
-        if src is not None and not src.is_initializer() and _softmax_axis_is_last(node, rank, opset):
+        if (
+            src is not None
+            and not src.is_initializer()
+            and _softmax_axis_is_last(node, rank, opset)
+        ):
             kind = "softmax-input" if node.op_type == "Softmax" else "log-softmax-input"
             if src.is_graph_input():
                 kind = "logits"
@@ -386,7 +401,8 @@ def plan_tap(model: ir.Model, output: str | None = None) -> TapPlan:
                 output=name,
                 tapped=str(src.name),
                 tap=kind,
-                reason=f"{name!r} is {node.op_type} node {node.name!r} of {src.name!r}; reading the logits",
+                reason=f"{name!r} is {node.op_type} node {node.name!r} of {src.name!r}; "
+                "reading the logits",
             )
     return TapPlan(output=name, tapped=name, tap="logits", reason=f"{name!r} read as logits")
 
@@ -421,7 +437,8 @@ def _class_rows(arr: Any, batch: int, name: str, where: str) -> np.ndarray:
     if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f":
         kind = type(arr).__name__ if not isinstance(arr, np.ndarray) else str(arr.dtype)
         raise UnsupportedModelError(
-            f"teacher output {name!r} is {kind}, not float class scores; choose another with --output"
+            f"teacher output {name!r} is {kind}, not float class scores; choose another "
+            "with --output"
         )
     if arr.ndim == 1 and batch == 1:
         arr = arr[np.newaxis]
@@ -474,11 +491,12 @@ def plan_label(
         r = rows.astype(np.float64)
         probabilities = bool((r >= 0).all() and np.allclose(r.sum(axis=1), 1.0, atol=1e-4))
     feats = []
-    for name, arr in zip(config.features, outs[1:]):
+    for name, arr in zip(config.features, outs[1:], strict=False):
         arr = np.asarray(arr)
         if arr.dtype.kind != "f" or arr.ndim < 1 or arr.shape[0] != 1:
             raise UnsupportedModelError(
-                f"feature {name!r} has shape {_fmt(arr.shape)} ({arr.dtype}) for one sample; feature "
+                f"feature {name!r} has shape {_fmt(arr.shape)} ({arr.dtype}) for one sample; "
+                "feature "
                 "targets must be float tensors with the batch on axis 0"
             )
         feats.append(FeatureSpec(name, tuple(int(d) for d in arr.shape[1:]), config.feature_dtype))
@@ -603,8 +621,15 @@ class ShardWorker:
     read and validated a batch at a time; the batches are the same either way.
     """
 
-    def __init__(self, plan: LabelPlan, dataset: Dataset, store: str | os.PathLike[str],
-                 *, threads: int | None = None, session: Any = None) -> None:
+    def __init__(
+        self,
+        plan: LabelPlan,
+        dataset: Dataset,
+        store: str | os.PathLike[str],
+        *,
+        threads: int | None = None,
+        session: Any = None,
+    ) -> None:
         from onnxcomp.runtime import create_session, expose_outputs
 
         self.plan = plan
@@ -641,7 +666,9 @@ class ShardWorker:
             self._next = i + 1
             yield _validate(self.dataset, i, raw)
 
-    def _batches(self, start: int, count: int) -> Iterator[tuple[int, int, dict[str, np.ndarray], Any, str]]:
+    def _batches(
+        self, start: int, count: int
+    ) -> Iterator[tuple[int, int, dict[str, np.ndarray], Any, str]]:
         """(first index, size, feed, labels (array or list), where) per batch of the shard."""
         from onnxcomp.runtime import iter_batches
 
@@ -652,7 +679,9 @@ class ShardWorker:
                 n = min(bs, start + count - lo)
                 where = f"samples {lo}-{lo + n - 1} of {desc}"
                 raw = self._blocks.take(lo, n)
-                feed, lab = to_feed(raw, self.dataset.specs, where, check_finite=self.dataset.check_finite)
+                feed, lab = to_feed(
+                    raw, self.dataset.specs, where, check_finite=self.dataset.check_finite
+                )
                 yield lo, n, feed, lab, where
             return
         bs = self.plan.batch_size if self.plan.stackable else 1
@@ -665,7 +694,9 @@ class ShardWorker:
         plan = self.plan
         k = plan.top_k
         width = k if k is not None else plan.classes
-        arrays: dict[str, np.ndarray] = {"logp": np.empty((count, width), np.dtype(plan.logp_dtype))}
+        arrays: dict[str, np.ndarray] = {
+            "logp": np.empty((count, width), np.dtype(plan.logp_dtype))
+        }
         if k is not None:
             arrays["index"] = np.empty((count, k), np.dtype(str(plan.index_dtype)))
             arrays["tail"] = np.empty((count,), np.float32)
@@ -685,15 +716,19 @@ class ShardWorker:
             sl = slice(first - start, first - start + b)
             if k is not None:
                 if plan.probabilities:
-                    idx, top, tail = compress_topk(_log_of_probabilities(rows), k, arrays["index"].dtype)
+                    idx, top, tail = compress_topk(
+                        _log_of_probabilities(rows), k, arrays["index"].dtype
+                    )
                 else:
                     idx, top, tail = topk_from_logits(rows, k, arrays["index"].dtype)
                 arrays["index"][sl], arrays["logp"][sl], arrays["tail"][sl] = idx, top, tail
             else:
-                arrays["logp"][sl] = _log_of_probabilities(rows) if plan.probabilities else log_softmax(rows)
+                arrays["logp"][sl] = (
+                    _log_of_probabilities(rows) if plan.probabilities else log_softmax(rows)
+                )
             if plan.labels:
                 arrays["label"][sl] = _labels_of(labels, b)
-            for j, (f, arr) in enumerate(zip(plan.features, outs[1:])):
+            for j, (f, arr) in enumerate(zip(plan.features, outs[1:], strict=False)):
                 arr = np.asarray(arr)
                 if arr.shape != (b, *f.shape):
                     raise UnsupportedModelError(
@@ -721,8 +756,12 @@ class ShardWorker:
 def _shard_entries(samples: int, shard_size: int) -> list[dict[str, Any]]:
     n = max(1, math.ceil(samples / shard_size))
     return [
-        {"index": i, "start": i * shard_size, "count": min(shard_size, samples - i * shard_size),
-         "complete": False}
+        {
+            "index": i,
+            "start": i * shard_size,
+            "count": min(shard_size, samples - i * shard_size),
+            "complete": False,
+        }
         for i in range(n)
     ]
 
@@ -736,7 +775,8 @@ def _check_existing(store: Path, sha: str) -> dict[str, Any] | None:
     if not (store / _store.MANIFEST).is_file():
         if any(store.iterdir()):
             raise InvalidInputError(
-                f"{store}: folder exists, is not empty and is not a soft-label store; choose a new folder"
+                f"{store}: folder exists, is not empty and is not a soft-label store; "
+                "choose a new folder"
             )
         return None
     old = _store.read_manifest(store)
@@ -791,7 +831,9 @@ def label(
             "(a file, folder or list) so shards can be planned"
         )
     tap = plan_tap(model, cfg.output)
-    threads = cfg.threads or (max(1, (os.cpu_count() or 1) // cfg.workers) if cfg.workers > 1 else None)
+    threads = cfg.threads or (
+        max(1, (os.cpu_count() or 1) // cfg.workers) if cfg.workers > 1 else None
+    )
     session = create_session(expose_outputs(model, [tap.tapped, *cfg.features]), threads=threads)
     plan = plan_label(path, dataset, cfg, model=model, session=session, sha256=sha)
     manifest = plan.identity(cfg.shard_size, total, dataset.fingerprint())
@@ -851,11 +893,23 @@ def label(
     seconds = time.perf_counter() - t0
     nbytes = sum(p.stat().st_size for p in out.iterdir() if p.is_file())
     report = LabelReport(
-        store=str(out), teacher=str(path), output=plan.tap.output, tapped=plan.tap.tapped,
-        tap=manifest["tap"], classes=plan.classes, top_k=plan.top_k, samples=total,
-        shards=len(manifest["shards"]), shards_written=len(tasks), shards_reused=reused,
-        seconds=seconds, store_bytes=nbytes, workers=cfg.workers, engine=cfg.engine,
-        features=[f.name for f in plan.features], samples_labelled=written,
+        store=str(out),
+        teacher=str(path),
+        output=plan.tap.output,
+        tapped=plan.tap.tapped,
+        tap=manifest["tap"],
+        classes=plan.classes,
+        top_k=plan.top_k,
+        samples=total,
+        shards=len(manifest["shards"]),
+        shards_written=len(tasks),
+        shards_reused=reused,
+        seconds=seconds,
+        store_bytes=nbytes,
+        workers=cfg.workers,
+        engine=cfg.engine,
+        features=[f.name for f in plan.features],
+        samples_labelled=written,
     )
     logger.info("labelled %d samples in %.2fs", written, seconds)
     return report

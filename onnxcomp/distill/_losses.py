@@ -10,7 +10,8 @@ With student logits ``z`` (``[B, C]``), teacher soft targets ``p`` at temperatur
 
 The ``T^2`` factor keeps the soft term's gradient magnitude independent of T:
 
-    dL/dz_b = alpha * T * (q_T,b - p_b) / B + (1 - alpha) * (softmax(z_b) - onehot(y_b)) / n_labelled
+    dL/dz_b = alpha * T * (q_T,b - p_b) / B
+              + (1 - alpha) * (softmax(z_b) - onehot(y_b)) / n_labelled
 
 Labels of ``-1`` mark samples without a hard label; they only enter the soft term.
 Everything is computed in float64.
@@ -34,7 +35,9 @@ def log_softmax_t(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
         return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
 
 
-def kl_divergence(p: np.ndarray, student_logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+def kl_divergence(
+    p: np.ndarray, student_logits: np.ndarray, temperature: float = 1.0
+) -> np.ndarray:
     """Per-sample ``KL(p || softmax(z / T))`` (no T^2 factor), shape ``[B]``."""
     p = np.asarray(p, dtype=np.float64)
     logq = log_softmax_t(student_logits, temperature)
@@ -43,8 +46,9 @@ def kl_divergence(p: np.ndarray, student_logits: np.ndarray, temperature: float 
     return np.sum(np.where(p > 0, p * (logp - logq), 0.0), axis=-1)
 
 
-def _check(z: np.ndarray, p: np.ndarray, labels: np.ndarray | None, temperature: float,
-           alpha: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+def _check(
+    z: np.ndarray, p: np.ndarray, labels: np.ndarray | None, temperature: float, alpha: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
     z = np.asarray(z, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     if z.ndim != 2 or z.shape != p.shape:

@@ -56,8 +56,9 @@ def _check_picklable(dataset: Dataset) -> None:
         ) from e
 
 
-def _worker_main(plan: Any, dataset: Dataset, store: str, tasks: list[Task],
-                 threads: int | None, results: Any) -> None:
+def _worker_main(
+    plan: Any, dataset: Dataset, store: str, tasks: list[Task], threads: int | None, results: Any
+) -> None:
     from onnxcomp.distill._label import ShardWorker
 
     try:
@@ -88,7 +89,9 @@ def run_processes(
     results = ctx.Queue()
     blocks = split_blocks(tasks, workers)
     procs = [
-        ctx.Process(target=_worker_main, args=(plan, dataset, str(store), b, threads, results), daemon=True)
+        ctx.Process(
+            target=_worker_main, args=(plan, dataset, str(store), b, threads, results), daemon=True
+        )
         for b in blocks
     ]
     for p in procs:
@@ -102,7 +105,9 @@ def run_processes(
                 dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
                 if dead:
                     raise OnnxcompError(
-                        f"a labelling worker process died (exit code {dead[0].exitcode})"
+                        f"a labelling worker process died (exit code {dead[0].exitcode}); "
+                        "when calling label() with workers > 1 from a script, guard it with "
+                        "`if __name__ == '__main__':` (workers are spawned)"
                     ) from None
                 continue
             if kind == "done":
@@ -152,16 +157,19 @@ def run_ray(
     started = False
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "configure_logging": False}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+        }
         if address:
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=max(workers, 1), **kwargs)
         started = True
-    actor_cls = ray.remote(num_cpus=1)(_RayShardWorker)
+    actor_cls: Any = ray.remote(num_cpus=1)(_RayShardWorker)
     blocks = split_blocks(tasks, workers)
-    actors = [actor_cls.remote(plan, dataset, str(store), threads) for _ in blocks]
+    actors: list[Any] = [actor_cls.remote(plan, dataset, str(store), threads) for _ in blocks]
     try:
         queues = [list(b) for b in blocks]
         inflight: dict[Any, int] = {}

@@ -94,7 +94,10 @@ class SoftLabelStore:
 
     def __repr__(self) -> str:
         mode = "dense" if self.dense else f"top-{self.top_k}"
-        return f"SoftLabelStore({str(self.path)!r}, {len(self)} samples, {self.classes} classes, {mode})"
+        return (
+            f"SoftLabelStore({str(self.path)!r}, {len(self)} samples, {self.classes} classes, "
+            f"{mode})"
+        )
 
     # ------------------------------------------------------------- raw rows
     def _array(self, shard: int, key: str) -> np.ndarray:
@@ -132,11 +135,17 @@ class SoftLabelStore:
         """Stored log-probs as they are: ``[B, C]`` dense or ``[B, K]`` top-k."""
         return self._gather("logp", indices)
 
-    def topk(self, indices: int | Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def topk(
+        self, indices: int | Sequence[int] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A top-k store's (class indices [B, K], float16 log-probs [B, K], tail mass [B])."""
         if self.dense:
             raise InvalidInputError(f"{self.path}: a dense store has no top-k arrays")
-        return self._gather("index", indices), self._gather("logp", indices), self._gather("tail", indices)
+        return (
+            self._gather("index", indices),
+            self._gather("logp", indices),
+            self._gather("tail", indices),
+        )
 
     def labels(self, indices: int | Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Hard labels of the data (int64, -1 where a sample had none)."""
@@ -204,7 +213,9 @@ class SoftLabelStore:
         """
         return soft_targets(self.log_probs(indices, tail=tail), temperature).astype(dtype)
 
-    def target(self, index: int, temperature: float = 1.0, *, tail: str | None = None) -> np.ndarray:
+    def target(
+        self, index: int, temperature: float = 1.0, *, tail: str | None = None
+    ) -> np.ndarray:
         """The soft target ``[C]`` of one sample."""
         return self.targets([index], temperature, tail=tail)[0]
 

@@ -62,7 +62,11 @@ def torch_dataset(
         def __getitems__(self, idx: list[int]) -> list[tuple[Any, Any, Any]]:
             t = st.targets(idx, temperature, tail=tail)
             return [
-                (torch.as_tensor(np.asarray(inputs[i])), torch.from_numpy(t[j]), torch.tensor(int(lab[i])))
+                (
+                    torch.as_tensor(np.asarray(inputs[i])),
+                    torch.from_numpy(t[j]),
+                    torch.tensor(int(lab[i])),
+                )
                 for j, i in enumerate(idx)
             ]
 
@@ -89,7 +93,9 @@ def torch_kd_loss(
         raise InvalidInputError("alpha < 1 mixes in hard-label cross-entropy: pass labels")
     logq = F.log_softmax(student_logits / t, dim=-1)
     p = soft_targets.to(logq.dtype)
-    plogp = torch.where(p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p))
+    plogp = torch.where(
+        p > 0, p * torch.log(torch.where(p > 0, p, torch.ones_like(p))), torch.zeros_like(p)
+    )
     kl = (plogp - p * logq).sum(dim=-1).mean()
     loss = a * t * t * kl
     if labels is not None and a < 1:

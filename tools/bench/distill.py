@@ -4,7 +4,7 @@ Run from the repository root::
 
     python tools/bench/distill.py                       # everything (the example takes minutes)
     python tools/bench/distill.py --skip-example
-    python tools/bench/distill.py --example-json out.json   # reuse tools/distill_example.py --json output
+    python tools/bench/distill.py --example-json out.json   # reuse distill_example.py --json
 
 Prints four tables, every ratio measured in this run:
 
@@ -44,9 +44,13 @@ def mlp_teacher(path: Path, d_in: int, hidden: int, classes: int, seed: int = 0)
     """A small MLP classifier ``[N, d_in] -> [N, classes]`` ending in Softmax."""
     rng = np.random.default_rng(seed)
     inits = [
-        numpy_helper.from_array((rng.standard_normal((d_in, hidden)) / np.sqrt(d_in)).astype(np.float32), "W1"),
+        numpy_helper.from_array(
+            (rng.standard_normal((d_in, hidden)) / np.sqrt(d_in)).astype(np.float32), "W1"
+        ),
         numpy_helper.from_array(np.zeros(hidden, np.float32), "B1"),
-        numpy_helper.from_array((rng.standard_normal((hidden, classes)) * 3 / np.sqrt(hidden)).astype(np.float32), "W2"),
+        numpy_helper.from_array(
+            (rng.standard_normal((hidden, classes)) * 3 / np.sqrt(hidden)).astype(np.float32), "W2"
+        ),
         numpy_helper.from_array(np.zeros(classes, np.float32), "B2"),
     ]
     nodes = [
@@ -56,7 +60,8 @@ def mlp_teacher(path: Path, d_in: int, hidden: int, classes: int, seed: int = 0)
         helper.make_node("Softmax", ["z"], ["prob"], axis=-1),
     ]
     g = helper.make_graph(
-        nodes, "mlp",
+        nodes,
+        "mlp",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", d_in])],
         [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", classes])],
         inits,
@@ -83,7 +88,9 @@ def bare_loop(teacher: Path, npz: Path, batch: int) -> float:
     return len(x) / (time.perf_counter() - t0)
 
 
-def onnxcomp_label(teacher: Path, npz: Path, batch: int, top_k: int | None, store: Path) -> tuple[float, int]:
+def onnxcomp_label(
+    teacher: Path, npz: Path, batch: int, top_k: int | None, store: Path
+) -> tuple[float, int]:
     """Samples/s of onnxcomp.distill.label (fresh store), and store bytes."""
     import shutil
 
@@ -104,7 +111,10 @@ def throughput(work: Path, n: int, batch: int, repeats: int) -> list[list[str]]:
         np.savez(work / "mnist_synth.npz", input=x)
         teachers.append(("mnist resnet (10 cl.)", MNIST_TEACHER, work / "mnist_synth.npz", None))
     mlp = mlp_teacher(work / "mlp1000.onnx", 256, 512, 1000)
-    np.savez(work / "mlp_synth.npz", x=np.random.default_rng(1).standard_normal((n, 256)).astype(np.float32))
+    np.savez(
+        work / "mlp_synth.npz",
+        x=np.random.default_rng(1).standard_normal((n, 256)).astype(np.float32),
+    )
     teachers.append(("MLP 256-512-1000", mlp, work / "mlp_synth.npz", 10))
     for name, teacher, npz, k in teachers:
         bare, ours = [], []
@@ -112,7 +122,17 @@ def throughput(work: Path, n: int, batch: int, repeats: int) -> list[list[str]]:
             bare.append(bare_loop(teacher, npz, batch))
             ours.append(onnxcomp_label(teacher, npz, batch, k, work / "tp_store")[0])
         b, o = max(bare), max(ours)
-        rows.append([name, n, batch, "dense" if k is None else f"top-{k}", f"{b:,.0f}", f"{o:,.0f}", f"{o / b:.2f}x"])
+        rows.append(
+            [
+                name,
+                n,
+                batch,
+                "dense" if k is None else f"top-{k}",
+                f"{b:,.0f}",
+                f"{o:,.0f}",
+                f"{o / b:.2f}x",
+            ]
+        )
     return rows
 
 
@@ -121,12 +141,17 @@ def store_sizes(work: Path) -> list[list[str]]:
     n = 2000
     cases = []
     if MNIST_TEACHER.exists():
-        np.savez(work / "sz_mnist.npz", input=np.random.default_rng(0).random((n, 1, 28, 28), dtype=np.float32))
+        np.savez(
+            work / "sz_mnist.npz",
+            input=np.random.default_rng(0).random((n, 1, 28, 28), dtype=np.float32),
+        )
         cases.append(("mnist resnet", MNIST_TEACHER, work / "sz_mnist.npz", 10, (None, 1, 3, 5)))
     mlp = work / "mlp1000.onnx"
     if not mlp.exists():
         mlp_teacher(mlp, 256, 512, 1000)
-    np.savez(work / "sz_mlp.npz", x=np.random.default_rng(1).standard_normal((n, 256)).astype(np.float32))
+    np.savez(
+        work / "sz_mlp.npz", x=np.random.default_rng(1).standard_normal((n, 256)).astype(np.float32)
+    )
     cases.append(("MLP 1000 classes", mlp, work / "sz_mlp.npz", 1000, (None, 5, 10, 20)))
     for name, teacher, npz, classes, ks in cases:
         dense = None
@@ -134,7 +159,15 @@ def store_sizes(work: Path) -> list[list[str]]:
             _, nbytes = onnxcomp_label(teacher, npz, 64, k, work / "sz_store")
             per = nbytes / n
             dense = dense or per
-            rows.append([name, classes, "dense" if k is None else f"top-{k}", f"{per:,.1f}", f"{100 * per / dense:.1f}%"])
+            rows.append(
+                [
+                    name,
+                    classes,
+                    "dense" if k is None else f"top-{k}",
+                    f"{per:,.1f}",
+                    f"{100 * per / dense:.1f}%",
+                ]
+            )
     return rows
 
 
@@ -144,7 +177,8 @@ _CHILD = r"""
 import sys, time
 from onnxcomp.distill import LabelConfig, label
 t0 = time.perf_counter()
-r = label(sys.argv[1], sys.argv[2], sys.argv[3], LabelConfig(top_k=10, batch_size=64, shard_size=1024))
+cfg = LabelConfig(top_k=10, batch_size=64, shard_size=1024)
+r = label(sys.argv[1], sys.argv[2], sys.argv[3], cfg)
 hwm = next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(hwm, r.samples, time.perf_counter() - t0, r.store_bytes)
 """
@@ -160,11 +194,23 @@ def peak_memory(work: Path, sizes: tuple[int, ...]) -> list[list[str]]:
         npz = work / f"mem{n}.npz"
         np.savez(npz, x=rng.standard_normal((n, 256)).astype(np.float32))
         store = work / f"mem_store{n}"
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(mlp), str(npz), str(store)],
-                             capture_output=True, text=True, check=True, cwd=ROOT)
+        out = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(mlp), str(npz), str(store)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
+        )
         rss_kb, samples, secs, nbytes = out.stdout.split()
-        rows.append([f"{int(samples):,}", f"{npz.stat().st_size / 2**20:.1f} MB", f"{int(nbytes) / 2**20:.2f} MB",
-                     f"{int(rss_kb) / 1024:.1f} MB", f"{float(secs):.1f} s"])
+        rows.append(
+            [
+                f"{int(samples):,}",
+                f"{npz.stat().st_size / 2**20:.1f} MB",
+                f"{int(nbytes) / 2**20:.2f} MB",
+                f"{int(rss_kb) / 1024:.1f} MB",
+                f"{float(secs):.1f} s",
+            ]
+        )
     return rows
 
 
@@ -182,8 +228,17 @@ def example_rows(args: argparse.Namespace) -> list[list[str]] | None:
     s = out["settings"]
     for fw, m in out["summary"].items():
         h, k = m["hard"], m["kd"]
-        rows.append([fw, s["train"], s["epochs"], s["seeds"], f"{100 * h['mean']:.2f} ± {100 * h['std']:.2f}",
-                     f"{100 * k['mean']:.2f} ± {100 * k['std']:.2f}", f"{100 * (k['mean'] - h['mean']):+.2f}"])
+        rows.append(
+            [
+                fw,
+                s["train"],
+                s["epochs"],
+                s["seeds"],
+                f"{100 * h['mean']:.2f} ± {100 * h['std']:.2f}",
+                f"{100 * k['mean']:.2f} ± {100 * k['std']:.2f}",
+                f"{100 * (k['mean'] - h['mean']):+.2f}",
+            ]
+        )
     return rows
 
 
@@ -194,25 +249,60 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--memory-sizes", default="10000,50000")
     p.add_argument("--skip-example", action="store_true")
-    p.add_argument("--example-json", default=None, help="Results of tools/distill_example.py --json.")
+    p.add_argument(
+        "--example-json", default=None, help="Results of tools/distill_example.py --json."
+    )
     p.add_argument("--seeds", type=int, default=3)
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-distill-") as d:
         work = Path(d)
         print(f"machine: {os.cpu_count()} cores; onnxcomp distill benchmark\n")
         rows = throughput(work, args.samples, args.batch, args.repeats)
-        print("1. label throughput vs a bare ONNX Runtime loop (best of "
-              f"{args.repeats}, same data file and batch size)")
-        print(table(rows, ["teacher", "samples", "batch", "store", "bare ORT /s", "distill label /s", "ratio"]))
+        print(
+            "1. label throughput vs a bare ONNX Runtime loop (best of "
+            f"{args.repeats}, same data file and batch size)"
+        )
+        print(
+            table(
+                rows,
+                [
+                    "teacher",
+                    "samples",
+                    "batch",
+                    "store",
+                    "bare ORT /s",
+                    "distill label /s",
+                    "ratio",
+                ],
+            )
+        )
         print("\n2. store bytes per sample")
         print(table(store_sizes(work), ["teacher", "classes", "mode", "bytes/sample", "of dense"]))
         sizes = tuple(int(s) for s in args.memory_sizes.split(","))
         print("\n3. peak memory of a labelling process (MLP 256-512-1000, top-10)")
-        print(table(peak_memory(work, sizes), ["samples", "data file", "store", "peak RSS", "time"]))
+        print(
+            table(peak_memory(work, sizes), ["samples", "data file", "store", "peak RSS", "time"])
+        )
         ex = example_rows(args)
         if ex is not None:
-            print("\n4. students on MNIST (tools/distill_example.py; test accuracy %, mean ± std over seeds)")
-            print(table(ex, ["student", "train images", "epochs", "seeds", "hard labels", "KD (soft labels)", "gain"]))
+            print(
+                "\n4. students on MNIST (tools/distill_example.py; test accuracy %, "
+                "mean ± std over seeds)"
+            )
+            print(
+                table(
+                    ex,
+                    [
+                        "student",
+                        "train images",
+                        "epochs",
+                        "seeds",
+                        "hard labels",
+                        "KD (soft labels)",
+                        "gain",
+                    ],
+                )
+            )
     return 0
 
 
