@@ -11,6 +11,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis.extra.numpy import array_shapes as st_shapes
+from hypothesis.extra.numpy import arrays as st_arrays
+from hypothesis.strategies import integers as st_integers
 
 from onnxcomp.cli import main
 from onnxcomp.distill import (
@@ -25,6 +29,7 @@ from onnxcomp.distill import (
     plan_tap,
 )
 from onnxcomp.distill import _label as label_mod
+from onnxcomp.distill._label import topk_from_logits
 from onnxcomp.errors import DataError, InvalidInputError, UnsupportedModelError
 from tests.conftest import model_from_text
 
@@ -674,3 +679,63 @@ def test_block_reading_equals_sample_reading(
     a, b = tree_digest(tmp_path / "a"), tree_digest(tmp_path / "b")
     a.pop("manifest.json"), b.pop("manifest.json")
     assert a == b and len(a) == 5 * 4
+
+
+def test_probabilities_output_without_visible_softmax(tmp_path: Path) -> None:
+    # Softmax hidden behind Flatten: the output is detected as probabilities and logged.
+    rng = np.random.default_rng(0)
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N,{D}] x) => (float[N,{C}] y) {{
+        z = MatMul (x, W)
+        p = Softmax <axis = -1> (z)
+        y = Flatten <axis = 1> (p)
+    }}
+    """
+    onnx.save(
+        model_from_text(text, {"W": rng.standard_normal((D, C)).astype(np.float32)}),
+        tmp_path / "t.onnx",
+    )
+    data, x = make_data(tmp_path / "d.npz", n=8)
+    rep = label(tmp_path / "t.onnx", data, tmp_path / "s")
+    assert rep.tap == "probabilities"
+    w = onnx.numpy_helper.to_array(onnx.load(tmp_path / "t.onnx").graph.initializer[0])
+    ref = ref_logp(x.astype(np.float64) @ w.astype(np.float64))
+    np.testing.assert_allclose(open_store(tmp_path / "s").log_probs(np.arange(8)), ref, atol=1e-4)
+
+
+def test_ray_missing_is_a_clear_error(
+    setup: tuple[Path, Path, np.ndarray], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    teacher, data, _ = setup
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(InvalidInputError, match="pip install ray"):
+        label(teacher, data, tmp_path / "s", LabelConfig(engine="ray", workers=2, shard_size=16))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st_arrays(
+        np.int8,
+        st_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
+        elements=st_integers(-6, 6),
+    ),
+    st_integers(1, 45),
+)
+def test_topk_matches_brute_force(z: np.ndarray, k: int) -> None:
+    # small integer logits: many ties, which must go to the lower index
+    k = min(k, z.shape[1])
+    zf = z.astype(np.float32) * 1.5
+    idx, top, tail = topk_from_logits(zf, k, np.dtype(np.uint8))
+    logp = ref_logp(zf)
+    order = np.argsort(-logp, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(idx, order)
+    np.testing.assert_allclose(top, np.take_along_axis(logp, order, axis=1), rtol=1e-3, atol=1e-3)
+    p = np.exp(logp)
+    np.put_along_axis(p, order, 0.0, axis=1)
+    np.testing.assert_allclose(tail, p.sum(1), rtol=1e-6, atol=1e-30)
+    i2, t2, tail2 = compress_topk(logp, k, np.dtype(np.uint8))
+    np.testing.assert_array_equal(i2, idx)
+    np.testing.assert_allclose(tail2, tail, rtol=1e-6, atol=1e-30)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from onnxcomp import io
-from onnxcomp.data import Dataset, open_data
+from onnxcomp.data import open_data
 from onnxcomp.errors import DataError, InvalidInputError, UnsupportedModelError
 
 __all__ = ["EvalConfig", "EvalReport", "evaluate"]
@@ -147,9 +147,7 @@ def evaluate(
         raise InvalidInputError("give exactly one of --teacher or --store")
     s_path = Path(student)
     s_model = io.load(s_path)
-    dataset = (
-        open_data(data, s_model) if not isinstance(data, Dataset) else open_data(data, s_model)
-    )
+    dataset = open_data(data, s_model)
     s_sess, s_name, _ = _logits_session(s_path, cfg.student_output, cfg.threads, "student")
     t_sess = None
     t_name = ""
