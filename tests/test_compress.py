@@ -185,6 +185,7 @@ data:
   syn: {{synthetic: 16, seed: 1}}
 measure: {{data: syn, latency_repeats: 3}}
 steps:
+  - simplify: {{onnxsim: false, shapes: {{x: [1, 3, 12, 12]}}}}
   - prune: {{ratio: 0.5, verify_samples: 2, latency_repeats: 0}}
   - quantize: {{data: syn, latency_repeats: 0, verify: false}}
   - verify: {{data: syn, min_cosine: {cos}, latency_repeats: 0}}
@@ -206,15 +207,17 @@ def test_small_pipeline_work_folder_and_resume(small: tuple[Path, Path], tmp_pat
     res = CliRunner().invoke(main, ["compress", str(model), "-o", str(out), "--recipe", str(recipe)])
     assert res.exit_code == 0, res.output
     work = Path(str(out) + ".work")
-    assert sorted(p.name for p in work.iterdir()) == ["00-input", "01-prune", "02-quantize", "03-verify"]
-    assert (work / "01-prune" / "model.onnx").is_file() and (work / "01-prune" / "plan.json").is_file()
-    assert (work / "02-quantize" / "model.onnx").is_file() and (work / "02-quantize" / "quantize.json").is_file()
+    assert sorted(p.name for p in work.iterdir()) == ["00-input", "01-simplify", "02-prune", "03-quantize", "04-verify"]
+    assert (work / "02-prune" / "model.onnx").is_file() and (work / "02-prune" / "plan.json").is_file()
+    assert (work / "03-quantize" / "model.onnx").is_file() and (work / "03-quantize" / "quantize.json").is_file()
     recs = [StepRecord.from_dict(json.loads((work / d / "record.json").read_text())) for d in sorted(p.name for p in work.iterdir())]
-    assert [r.status for r in recs] == ["done"] * 4
-    assert out.read_bytes() == (work / "02-quantize" / "model.onnx").read_bytes() or onnx.load(out).graph.node
+    assert [r.status for r in recs] == ["done"] * 5
     onnx.checker.check_model(onnx.load(out), full_check=True)
-    assert recs[1].metrics["params"] < recs[0].metrics["params"]
-    assert recs[1].metrics["macs"] < recs[0].metrics["macs"]
+    assert [d.dim_value for d in onnx.load(work / "01-simplify" / "model.onnx").graph.input[0].type.tensor_type.shape.dim] == [1, 3, 12, 12]
+    assert recs[1].metrics["params"] == recs[0].metrics["params"]
+    assert recs[2].metrics["params"] < recs[0].metrics["params"]
+    assert recs[2].metrics["macs"] < recs[0].metrics["macs"]
+    assert recs[3].metrics["size"] > 0 and "QuantizeLinear" in {n.op_type for n in onnx.load(out).graph.node}
 
     # resume: no step runs again (the capabilities would fail if called)
     import onnxcomp.prune
@@ -227,18 +230,18 @@ def test_small_pipeline_work_folder_and_resume(small: tuple[Path, Path], tmp_pat
     monkeypatch.setattr(onnxcomp.prune, "prune", boom)
     monkeypatch.setattr(onnxcomp.quantize, "quantize", boom)
     result = compress(model, recipe, output=out)
-    assert [s.status for s in result.steps] == ["resumed"] * 4
+    assert [s.status for s in result.steps] == ["resumed"] * 5
     monkeypatch.undo()
 
     # a changed step re-runs from that step on; earlier steps are still skipped
     recipe.write_text(SMALL.format(cos=-1.0).replace("quantize: {data: syn,", "quantize: {data: syn, method: percentile,"))
     monkeypatch.setattr(onnxcomp.prune, "prune", boom)
     result = compress(model, recipe, output=out)
-    assert [s.status for s in result.steps] == ["resumed", "resumed", "done", "done"]
+    assert [s.status for s in result.steps] == ["resumed", "resumed", "resumed", "done", "done"]
     monkeypatch.undo()
     # --fresh runs everything
     result = compress(model, recipe, output=out, resume=False)
-    assert [s.status for s in result.steps] == ["done"] * 4
+    assert [s.status for s in result.steps] == ["done"] * 5
 
 
 def test_changed_input_model_reruns_everything(small: tuple[Path, Path], tmp_path: Path) -> None:
@@ -247,7 +250,7 @@ def test_changed_input_model_reruns_everything(small: tuple[Path, Path], tmp_pat
     compress(model, recipe, output=out)
     onnx.save(conv_model(c1=8, c2=8, hw=12, seed=5), model)
     result = compress(model, recipe, output=out)
-    assert [s.status for s in result.steps] == ["done"] * 4
+    assert [s.status for s in result.steps] == ["done"] * 5
 
 
 def test_failed_gate_exits_3_and_writes_no_output(small: tuple[Path, Path], tmp_path: Path) -> None:
@@ -258,7 +261,7 @@ def test_failed_gate_exits_3_and_writes_no_output(small: tuple[Path, Path], tmp_
     res = CliRunner().invoke(main, ["compress", str(model), "-o", str(out), "--recipe", str(recipe), "--report", str(rep)])
     assert res.exit_code == 3, res.output
     last = res.output.strip().splitlines()[-1]
-    assert last.startswith("error: gate min_cosine failed at step 3 (verify, recipe line 9)"), last
+    assert last.startswith("error: gate min_cosine failed at step 4 (verify, recipe line 10)"), last
     assert not out.exists()
     data = json.loads((rep / "report.json").read_text())
     assert data["passed"] is False and data["output"] is None
@@ -268,7 +271,7 @@ def test_failed_gate_exits_3_and_writes_no_output(small: tuple[Path, Path], tmp_
         compress(model, recipe, output=out)
     assert not out.exists()
     r = compress(model, recipe, output=out, raise_on_gate=False)
-    assert [s.status for s in r.steps] == ["resumed", "resumed", "resumed", "failed"]
+    assert [s.status for s in r.steps] == ["resumed", "resumed", "resumed", "resumed", "failed"]
 
 
 def test_verify_against_previous(small: tuple[Path, Path], tmp_path: Path) -> None:
@@ -278,8 +281,8 @@ def test_verify_against_previous(small: tuple[Path, Path], tmp_path: Path) -> No
     r = compress(model, recipe, output=tmp_path / "o.onnx")
     v = r.steps[-1]
     assert v.details["against"] == "previous"
-    assert v.details["reference"].endswith("01-prune/model.onnx")
-    assert v.details["candidate"].endswith("02-quantize/model.onnx")
+    assert v.details["reference"].endswith("02-prune/model.onnx")
+    assert v.details["candidate"].endswith("03-quantize/model.onnx")
 
 
 def test_report_files(small: tuple[Path, Path], tmp_path: Path) -> None:
@@ -287,12 +290,12 @@ def test_report_files(small: tuple[Path, Path], tmp_path: Path) -> None:
     rep = tmp_path / "rep"
     r = compress(model, recipe, output=tmp_path / "o.onnx", report_dir=rep)
     data = json.loads((rep / "report.json").read_text())
-    assert [s["name"] for s in data["steps"]] == ["input", "1. prune", "2. quantize", "3. verify"]
+    assert [s["name"] for s in data["steps"]] == ["input", "1. simplify", "2. prune", "3. quantize", "4. verify"]
     assert data["steps"][1]["metrics"]["params"] == r.steps[1].metrics["params"]
     md = (rep / "report.md").read_text()
-    assert "| 1. prune |" in md and "## Gates" in md and "channels kept per layer" in md
+    assert "| 2. prune |" in md and "## Gates" in md and "channels kept per layer" in md
     page = (rep / "report.html").read_text()
-    for key in ("params", "macs", "size", "latency", "fidelity", "gates", "prune-0"):
+    for key in ("params", "macs", "size", "latency", "fidelity", "gates", "prune-1"):
         assert f'data-plot="{key}"' in page, key
     low = page.lower()
     assert "<script" not in low and "<link" not in low and "http://" not in low.replace('xmlns="http://www.w3.org/2000/svg"', "")

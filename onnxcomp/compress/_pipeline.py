@@ -196,6 +196,13 @@ def _dataset(source: DataSource, model: Any) -> Any:
     return open_data(source.path, specs, image=source.image, limit=source.limit)
 
 
+def _pair_model(reference: Any, candidate: Any) -> Any:
+    """The model whose input specs fit both (a fixed batch wins over a dynamic one)."""
+    from onnxcomp.data import input_specs
+
+    return reference if not all(sp.batch_dynamic for sp in input_specs(reference)) else candidate
+
+
 def _first_shapes(data: Any) -> dict[str, tuple[int, ...]] | None:
     if data is None:
         return None
@@ -361,7 +368,8 @@ def run_recipe(
             rec.model = str(out_path.relative_to(work))
             rec.metrics = _static_metrics(new_model, out_path, shapes)
             if measure_data is not None:
-                rep = verify(src, out_path, _dataset(measure_src, original), measure_cfg)  # type: ignore[arg-type]
+                data = _dataset(measure_src, _pair_model(original, io.load(out_path)))  # type: ignore[arg-type]
+                rep = verify(src, out_path, data, measure_cfg)
                 rec.metrics.update(_fidelity(rep))
                 (folder / "measure.json").write_text(json.dumps(rep.to_dict(), indent=1, default=str))
             previous_model_path = current_path
@@ -451,7 +459,8 @@ def _run_step(
 
         ref_path = input_path if step.against == "input" else previous_path
         ref = io.load(ref_path)
-        rep = verify(ref_path, current_path, _dataset(recipe.data[step.data], ref), step.config)  # type: ignore[index]
+        data = _dataset(recipe.data[step.data], _pair_model(ref, current))  # type: ignore[index]
+        rep = verify(ref_path, current_path, data, step.config)
         rec.details = rep.to_dict()
         rec.details["against"] = step.against
         rec.gates = _gate_dicts(rep)

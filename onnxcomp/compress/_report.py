@@ -510,7 +510,7 @@ def render_html(data: dict[str, Any]) -> str:
                 parts.append(f'<div class="card">{hbar_chart("prune-" + str(s["index"]), "Channels kept per layer", hrows, max_value=mx)}</div>')
             alone = [g for g in plan.get("groups", []) if not g.get("pruned")]
             if alone:
-                arows = [[_e(", ".join(g["nodes"])[:70]), str(g["channels"]), f'<span class="l">{_e((g["reasons"] or [""])[0][:120])}</span>'] for g in alone]
+                arows = [[_e(", ".join(g["nodes"])[:70]), str(g["channels"]), f'<td class="l">{_e((g["reasons"] or [""])[0][:120])}</td>'] for g in alone]
                 parts.append('<div style="margin-top:10px">' + _table(["left alone", "channels", "why"], arows) + "</div>")
         if s["kind"] == "quantize":
             d = s["details"]
