@@ -32,6 +32,7 @@ _FILE_KEYS = {
     "min_channels": int,
     "ignore": list,
     "reconstruct": bool,
+    "bias_fold": bool,
 }
 
 
@@ -115,6 +116,13 @@ def _parse_layers(items: tuple[str, ...]) -> dict[str, float]:
 @click.option("--min-channels", type=int, default=1, show_default=True, help="Never keep fewer channels in a group.")
 @click.option("--ignore", multiple=True, metavar="PATTERN", help="Do not prune outputs of these nodes (name glob or op type; repeatable).")
 @click.option("--reconstruct", is_flag=True, help="Refit consumers by least squares on --data (implied by --criterion reconstruction).")
+@click.option(
+    "--bias-fold/--no-bias-fold",
+    default=True,
+    show_default=True,
+    help="Fold the mean contribution of removed channels into the consumers' biases "
+    "(measured on --data, else estimated from BatchNormalization).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan, write nothing.")
 @click.option("--save-plan", type=click.Path(path_type=str), help="Also write the plan as JSON.")
 @click.option("--verify/--no-verify", "do_verify", default=True, show_default=True, help="Check against the masked reference.")
@@ -153,6 +161,7 @@ def prune(ctx: click.Context, model: str, **kw: Any) -> None:
         "round_to": "round_to",
         "min_channels": "min_channels",
         "reconstruct": "reconstruct",
+        "bias_fold": "bias_fold",
     }
     for param, key in mapping.items():
         if key not in opts or explicit(param):
@@ -171,6 +180,7 @@ def prune(ctx: click.Context, model: str, **kw: Any) -> None:
         min_channels=opts["min_channels"],
         ignore=ignore,
         reconstruct=opts["reconstruct"],
+        bias_fold=opts["bias_fold"],
         verify=kw["do_verify"],
         calib_samples=kw["calib_samples"],
         batch_size=kw["batch_size"],

@@ -81,7 +81,8 @@ def _init(model: ir.Model, name: str) -> np.ndarray:
 HEAD = '<ir_version: 8, opset_import: ["" : 17]>'
 
 
-def test_conv_chain_structure_and_exact_reference() -> None:
+@pytest.mark.parametrize("fold", [False, True])
+def test_conv_chain_structure_and_exact_reference(fold: bool) -> None:
     text = HEAD + """
     g (float[N,3,8,8] x) => (float[N,4,8,8] y) {
         a = Conv <pads = [1,1,1,1], kernel_shape = [3,3]> (x, W1, B1)
@@ -92,7 +93,7 @@ def test_conv_chain_structure_and_exact_reference() -> None:
     w = {"W1": _w(8, 3, 3, 3), "B1": _w(8), "S": _w(8), "Bb": _w(8), "M": _w(8), "V": np.abs(_w(8)) + 0.5,
          "W2": _w(4, 8, 1, 1), "B2": _w(4)}
     model = _ir(model_from_text(text, w))
-    pruned, plan = check_pruned(model)
+    pruned, plan = check_pruned(model, PruneConfig(ratio=0.5, latency_repeats=0, bias_fold=fold))
     g = next(g for g in plan.groups if g.pruned)
     assert g.channels == 8 and g.kept == 4
     assert _init(pruned, "W1").shape == (4, 3, 3, 3) and _init(pruned, "W2").shape == (4, 4, 1, 1)
@@ -100,8 +101,20 @@ def test_conv_chain_structure_and_exact_reference() -> None:
     # l1 importance keeps the filters with the largest |W| (normalized sums over the group)
     removed = plan.groups[g.id].removed[g.spaces[0]]
     assert len(removed) == 4
-    # exact reference: original with the consumer's input weights of the removed channels zeroed
-    proto = model_from_text(text, {**w, "W2": np.where(np.isin(np.arange(8), removed)[None, :, None, None], 0, w["W2"])})
+    # exact reference: original with the consumer's input weights of the removed channels zeroed,
+    # plus (fold) the data-free mean E[relu(b)], b ~ N(Bb, S^2), of the removed channels in the bias
+    gone = np.isin(np.arange(8), removed)
+    b2 = w["B2"].astype(np.float64)
+    if fold:
+        from scipy.stats import norm
+
+        mu, sd = w["Bb"].astype(np.float64), np.abs(w["S"].astype(np.float64))
+        mean = mu * norm.cdf(mu / sd) + sd * norm.pdf(mu / sd)
+        b2 = b2 + w["W2"][:, gone, 0, 0].astype(np.float64) @ mean[gone]
+        assert [f.node for f in plan.folds if f.delta] == ["Conv_3"] and plan.folds[0].source == "bn"
+    else:
+        assert plan.folds == []
+    proto = model_from_text(text, {**w, "W2": np.where(gone[None, :, None, None], 0, w["W2"]), "B2": b2.astype(np.float32)})
     feed = _feed(model)
     np.testing.assert_allclose(_run(pruned, feed)[0], _run(_ir(proto), feed)[0], atol=1e-5)
 
@@ -455,9 +468,11 @@ def test_reconstruction_beats_l1(stem: str) -> None:
     feed = next(iter(_dataset(model, 8, seed=3)))
     ref = _run(model, feed)[0]
     errs = {}
-    for crit in ("l1", "reconstruction"):
-        cfg = PruneConfig(ratio=0.5, criterion=crit, latency_repeats=0, calib_samples=512, batch_size=64)
+    for crit, fold in (("l1", False), ("l1", True), ("reconstruction", True)):
+        cfg = PruneConfig(ratio=0.5, criterion=crit, latency_repeats=0, calib_samples=512, batch_size=64, bias_fold=fold)
         res = prune(model, cfg, data)
         onnx.checker.check_model(io.to_proto(res.model), full_check=True)
-        errs[crit] = float(np.abs(_run(res.model, feed)[0] - ref).mean())
-    assert errs["reconstruction"] < errs["l1"], errs
+        errs[crit, fold] = float(np.abs(_run(res.model, feed)[0] - ref).mean())
+    # the mean fold and the refit both recover part of what plain l1 pruning loses
+    assert errs["reconstruction", True] < errs["l1", False], errs
+    assert errs["l1", True] < errs["l1", False], errs

@@ -69,6 +69,8 @@ class PruneConfig:
         min_channels: Never keep fewer channels in a group.
         ignore: fnmatch patterns of node names or op types whose outputs are not pruned.
         reconstruct: Refit the consumers by least squares (implied by ``reconstruction``).
+        bias_fold: Fold the mean contribution of removed channels into the consumers'
+            biases (calibration means with data, else a BatchNormalization estimate).
         verify: Compare the pruned model with the masked reference in ONNX Runtime.
         verify_samples: Synthetic samples for verification when no data is given.
         calib_samples: Calibration samples for ``activation``/reconstruction.
@@ -86,6 +88,7 @@ class PruneConfig:
     min_channels: int = 1
     ignore: tuple[str, ...] = ()
     reconstruct: bool = False
+    bias_fold: bool = True
     verify: bool = True
     verify_samples: int = 4
     calib_samples: int = 64
@@ -231,13 +234,17 @@ def _calibration_batches(data: Any, batch_size: int, limit: int) -> Iterable[dic
         done += batch.size
 
 
-def _activation_stats(an: Any, model: ir.Model, data: Any, cfg: PruneConfig) -> dict[str, np.ndarray]:
-    from onnxcomp.prune._importance import activation_stats, activation_values
+def _activation_stats(
+    an: Any, model: ir.Model, data: Any, cfg: PruneConfig
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Mean ``|x|`` and mean ``x`` per channel-axis element of every contraction input (one streamed pass)."""
+    from onnxcomp.prune._fold import tensor_means
+    from onnxcomp.prune._importance import activation_values
     from onnxcomp.runtime import ModelRunner, expose_outputs
 
     names = [n for n in activation_values(an) if n in an.values]
     runner = ModelRunner(expose_outputs(model, names), name="activation statistics")
-    return activation_stats(
+    return tensor_means(
         an, names, _calibration_batches(data, cfg.batch_size, cfg.calib_samples), lambda f: runner.run(f, "calibration")
     )
 
@@ -273,10 +280,14 @@ def _make_plan(an: Any, m: ir.Model, cfg: PruneConfig, data: Any) -> PrunePlan:
     groups = P.build_groups(an)
     overrides = _resolve_layers(an, groups, cfg.layers)
     crit = cfg.criterion
-    if crit == "activation":
+    stats: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
+    if crit == "activation" or (cfg.bias_fold and data is not None):
         if data is None:
             raise CalibrationError("--criterion activation needs calibration samples (--data)")
-        scores = channel_scores(an, "activation", _activation_stats(an, m, data, cfg))
+        stats = _activation_stats(an, m, data, cfg)
+    if crit == "activation":
+        assert stats is not None
+        scores = channel_scores(an, "activation", stats[0])
     else:
         scores = channel_scores(an, "l1" if crit == "reconstruction" else crit)
         if crit == "bn":
@@ -333,6 +344,12 @@ def _make_plan(an: Any, m: ir.Model, cfg: PruneConfig, data: Any) -> PrunePlan:
         notes.append(f"ratio {ratio:.4f} found for --target-macs {cfg.target_macs}")
     kept = choose(ratio)
     masks, macs1, params1 = cost(kept)
+    folds = []
+    if cfg.bias_fold and masks:
+        from onnxcomp.prune._fold import compute_folds
+
+        folds = compute_folds(an, masks, stats[1] if stats is not None else None)
+        notes.extend(_fold_notes(folds))
     plans = []
     for i, g in enumerate(groups):
         spaces = [an.spaces[s] for s in g.spaces]
@@ -362,7 +379,24 @@ def _make_plan(an: Any, m: ir.Model, cfg: PruneConfig, data: Any) -> PrunePlan:
         params_before=params0,
         params_after=params1,
         notes=notes,
+        folds=folds,
     )
+
+
+def _fold_notes(folds: list[Any]) -> list[str]:
+    done = [f for f in folds if f.delta]
+    notes = []
+    if done:
+        src = sorted({f.source for f in done})
+        padded = sum(f.padded for f in done)
+        msg = f"bias fold: {len(done)} of {len(folds)} consumers ({', '.join(src)} means)"
+        if padded:
+            msg += f"; {padded} zero-pad (approximate at borders)"
+        notes.append(msg)
+    for f in folds:
+        if f.reason:
+            notes.append(f"bias fold {f.node} <- {f.tensor}: {f.reason}")
+    return notes
 
 
 def _global_counts(
@@ -459,21 +493,27 @@ def apply_plan(model: ir.Model, plan: PrunePlan) -> ir.Model:
     from onnxcomp.prune._apply import apply_selection
     from onnxcomp.prune._graph import analyze
 
+    from onnxcomp.prune._fold import apply_folds
+
     m = prepare(model)
     an = analyze(m)
     masks = _masks_from_plan(an, plan)
     apply_selection(an, masks)
+    apply_folds(m, an, plan.folds, masks)
     return finalize(m)
 
 
 def masked_reference(model: ir.Model, plan: PrunePlan) -> ir.Model:
-    """The original model with every contraction weight reading a removed channel zeroed."""
+    """The original model with every contraction weight reading a removed channel zeroed
+    and the plan's bias folds added (computes exactly what the pruned model computes)."""
     from onnxcomp.prune._apply import mask_selection
+    from onnxcomp.prune._fold import apply_folds
     from onnxcomp.prune._graph import analyze
 
     m = prepare(model)
     an = analyze(m)
     mask_selection(an, _masks_from_plan(an, plan))
+    apply_folds(m, an, plan.folds, None)
     return m
 
 
@@ -532,6 +572,7 @@ def prune(
         OnnxcompError: The pruned model does not match the masked reference (a bug).
     """
     from onnxcomp.prune._apply import apply_selection, mask_selection
+    from onnxcomp.prune._fold import apply_folds
     from onnxcomp.prune._graph import analyze
 
     cfg = config or PruneConfig()
@@ -546,7 +587,11 @@ def prune(
     if (cfg.verify or cfg.refit) and masks:
         reference = m.clone()
         mask_selection(an.rebind(reference), masks)
+        apply_folds(reference, an, plan.folds, None)
     apply_selection(an, masks)
+    if plan.folds:
+        apply_folds(m, an, plan.folds, masks)
+        an = an.rebind(m)  # a MatMul may have been replaced (bias Add inserted)
     pruned = finalize(m)
     seconds = time.perf_counter() - t0
     check = None

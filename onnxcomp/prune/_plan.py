@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from onnxcomp.prune._apply import kept_elements
+from onnxcomp.prune._fold import BiasFold
 from onnxcomp.prune._graph import Analysis
 
-__all__ = ["GroupPlan", "LayerChange", "PrunePlan"]
+__all__ = ["BiasFold", "GroupPlan", "LayerChange", "PrunePlan"]
 
 
 @dataclass
@@ -80,6 +81,7 @@ class PrunePlan:
     params_before: int
     params_after: int
     notes: list[str] = field(default_factory=list)
+    folds: list[BiasFold] = field(default_factory=list)
 
     @property
     def macs_ratio(self) -> float:
@@ -110,6 +112,7 @@ class PrunePlan:
             params_before=d["params_before"],
             params_after=d["params_after"],
             notes=list(d.get("notes", [])),
+            folds=[BiasFold(**f) for f in d.get("folds", [])],
         )
 
 

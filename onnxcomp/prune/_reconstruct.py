@@ -133,7 +133,50 @@ def _has_bias(t: _Target) -> bool:
     return t.kind != "matmul" or t.bias_add is not None
 
 
-def _write(graph: ir.Graph, t: _Target, sol: np.ndarray) -> None:
+def _current(t: _Target, original: dict[str, ir.Node]) -> np.ndarray:
+    """The layer's current solution ``[W; b]`` (``[K', Cout']``) in the design-row layout."""
+    node = t.node
+    w = node.inputs[1].const_value.numpy().astype(np.float64)  # type: ignore[union-attr]
+    if t.kind == "conv":
+        wmat = w.reshape(w.shape[0], -1).T
+    elif t.kind == "gemm":
+        wmat = w.T if node.attributes.get_int("transB", 0) else w
+    else:
+        wmat = w
+    if not _has_bias(t):
+        return wmat
+    n = wmat.shape[1]
+    bias = np.zeros(n)
+    if t.kind == "matmul":
+        add = t.bias_add
+        assert add is not None
+        idx = 1 if add.inputs[0] is node.outputs[0] else 0
+        cur = add.inputs[idx].const_value.numpy().astype(np.float64)  # type: ignore[union-attr]
+        old = _original_add_bias(t, original, cur.shape)
+        bias = np.broadcast_to((cur - old).reshape(-1) if (cur - old).size == n else (cur - old).reshape(-1)[:1], (n,))
+    elif len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].const_value is not None:
+        c = node.inputs[2].const_value.numpy().astype(np.float64).reshape(-1)
+        bias = np.broadcast_to(c if c.size == n else c[:1], (n,))
+    return np.concatenate([wmat, bias[None, :]], axis=0)
+
+
+def _original_add_bias(t: _Target, original: dict[str, ir.Node], shape: tuple[int, ...]) -> np.ndarray:
+    """The MatMul's following Add constant in the original model (kept outputs); 0 for an inserted Add."""
+    add = t.bias_add
+    assert add is not None
+    orig = original.get(str(add.name))
+    if orig is None:  # an Add inserted by the bias fold: no original bias
+        return np.zeros(shape)
+    out_name = t.node.outputs[0].name
+    other = orig.inputs[1 if orig.inputs[0] is not None and orig.inputs[0].name == out_name else 0]
+    assert other is not None and other.const_value is not None
+    old = other.const_value.numpy().astype(np.float64)
+    if t.out_keep is not None and old.ndim >= 1 and old.shape[-1] != 1:
+        old = np.take(old, t.out_keep, axis=-1)
+    return old
+
+
+def _write(graph: ir.Graph, t: _Target, sol: np.ndarray, original: dict[str, ir.Node]) -> None:
     node = t.node
     bias = sol[-1] if _has_bias(t) else None
     wmat = sol[:-1] if _has_bias(t) else sol  # [K', Cout']
@@ -155,9 +198,10 @@ def _write(graph: ir.Graph, t: _Target, sol: np.ndarray) -> None:
         add = t.bias_add
         assert add is not None
         idx = 1 if add.inputs[0] is node.outputs[0] else 0
-        other = add.inputs[idx]
-        assert other is not None and other.const_value is not None
-        old = other.const_value.numpy()
+        # the fit replaces the whole bias: start from the original constant (before any bias fold)
+        cur = add.inputs[idx]
+        assert cur is not None and cur.const_value is not None
+        old = _original_add_bias(t, original, tuple(cur.const_value.numpy().shape))
         set_const_input(graph, add, idx, np.ascontiguousarray((old + b).astype(dtype)))
         return
     if len(node.inputs) > 2 and node.inputs[2] is not None:
@@ -197,8 +241,10 @@ def reconstruct(
     targets = _targets(an, masks)
     if not targets:
         return pruned
+
     # 1) the original's outputs of every target, at fixed random positions per batch
     ref = prepare(original)
+    original_nodes = {str(n.name): n for n in ref.graph}
     ref_runner = ModelRunner(expose_outputs(ref, [t.y for t in targets]), name="original (reconstruction)")
     rng = np.random.default_rng(0)
     n_batches = max(1, -(-cfg.calib_samples // max(cfg.batch_size, 1)))
@@ -245,15 +291,17 @@ def reconstruct(
                 t.node.name, count, n,
             )
             continue
-        # a stronger ridge when rows barely exceed the unknowns (less over-fitting to calibration data)
+        # ridge towards the current weights (kept weights + folded bias): the solution's
+        # calibration error is never above theirs; stronger when rows barely exceed the unknowns
         lam = (1e-4 if count >= 8 * n else 1e-2) * float(np.trace(ata)) / n + 1e-8
         reg = np.eye(n) * lam
         if _has_bias(t):
             reg[-1, -1] = 1e-8
+        w0 = _current(t, original_nodes)
         try:
-            sol = np.linalg.solve(ata + reg, aty)
+            sol = np.linalg.solve(ata + reg, aty + reg @ w0)
         except np.linalg.LinAlgError:
             logger.warning("least squares failed for %s; weights kept", t.node.name)
             continue
-        _write(pruned.graph, t, sol)
+        _write(pruned.graph, t, sol, original_nodes)
     return pruned
