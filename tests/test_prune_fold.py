@@ -38,8 +38,16 @@ DEAD = [0, 3, 4, 6]
 
 CONSUMERS = {
     # 1x1 conv with bias, 1x1 conv without bias (a B input is created), Gemm after pooling
-    "conv": ("y = Conv <kernel_shape = [1,1]> (r, W2, B2)", "float[N,5,6,6] y", {"W2": (5, 8, 1, 1), "B2": (5,)}),
-    "conv_nobias": ("y = Conv <kernel_shape = [1,1], strides = [2,2]> (r, W2)", "float[N,5,3,3] y", {"W2": (5, 8, 1, 1)}),
+    "conv": (
+        "y = Conv <kernel_shape = [1,1]> (r, W2, B2)",
+        "float[N,5,6,6] y",
+        {"W2": (5, 8, 1, 1), "B2": (5,)},
+    ),
+    "conv_nobias": (
+        "y = Conv <kernel_shape = [1,1], strides = [2,2]> (r, W2)",
+        "float[N,5,3,3] y",
+        {"W2": (5, 8, 1, 1)},
+    ),
     "gemm": (
         "p = GlobalAveragePool (r)\n f = Flatten (p)\n y = Gemm <transB = 1, alpha = 0.5, beta = 2.0> (f, W2, B2)",
         "float[N,5] y",
@@ -58,15 +66,24 @@ CONSUMERS = {
 def test_constant_channels_fold_exactly(consumer: str, with_data: bool) -> None:
     """Removed channels that are exactly constant: the folded model equals the unpruned one."""
     body, out, shapes = CONSUMERS[consumer]
-    text = HEAD + f"""
+    text = (
+        HEAD
+        + f"""
     g (float[N,3,6,6] x) => ({out}) {{
         a = Conv <kernel_shape = [1,1]> (x, W1, B1)
         b = BatchNormalization (a, S, Bb, M, V)
         r = Relu (b)
         {body}
     }}"""
-    w = {"W1": _constant_channels(8, 3, DEAD), "B1": _w(8), "S": _w(8), "Bb": _w(8), "M": _w(8),
-         "V": np.abs(_w(8)) + 0.5}
+    )
+    w = {
+        "W1": _constant_channels(8, 3, DEAD),
+        "B1": _w(8),
+        "S": _w(8),
+        "Bb": _w(8),
+        "M": _w(8),
+        "V": np.abs(_w(8)) + 0.5,
+    }
     w.update({k: _w(*s) for k, s in shapes.items()})
     # the consumer reads the dead channels weakly, so that l1 surely removes them
     dead = np.isin(np.arange(8), DEAD)
@@ -80,19 +97,27 @@ def test_constant_channels_fold_exactly(consumer: str, with_data: bool) -> None:
     g = next(g for g in plan.groups if g.pruned)
     assert sorted(g.removed["a"]) == DEAD
     (fold,) = plan.folds
-    assert fold.source == ("data" if with_data else "bn") and fold.folded == fold.removed and fold.delta
+    assert (
+        fold.source == ("data" if with_data else "bn")
+        and fold.folded == fold.removed
+        and fold.delta
+    )
     assert not fold.padded and not fold.reason
     assert _init(pruned, "W1").shape == (4, 3, 1, 1)
     feed = _feed(model)
     a, b = _run(model, feed)[0], _run(pruned, feed)[0]
     np.testing.assert_allclose(b, a, rtol=0, atol=2e-5 * max(1.0, float(np.abs(a).max())))
     # without the fold the constant contribution is lost
-    unfolded = check_pruned(model, PruneConfig(ratio=0.5, latency_repeats=0, bias_fold=False), data=data)[0]
+    unfolded = check_pruned(
+        model, PruneConfig(ratio=0.5, latency_repeats=0, bias_fold=False), data=data
+    )[0]
     assert np.abs(_run(unfolded, feed)[0] - a).max() > 1e-2
 
 
 def test_residual_group_folds_every_consumer_and_matmul_gets_bias_add() -> None:
-    text = HEAD + """
+    text = (
+        HEAD
+        + """
     g (float[N,4,6] x) => (float[N,4,3] y, float[N,4,5] z) {
         a = MatMul (x, W1)
         ab = Add (a, b1)
@@ -104,6 +129,7 @@ def test_residual_group_folds_every_consumer_and_matmul_gets_bias_add() -> None:
         h = MatMul (r, W4)
         z = Add (h, b4)
     }"""
+    )
     w1, w2 = _w(6, 8) * 10, _w(6, 8) * 10
     w1[:, DEAD] = 0
     w2[:, DEAD] = 0
@@ -126,15 +152,26 @@ def test_residual_group_folds_every_consumer_and_matmul_gets_bias_add() -> None:
 
 
 def test_padding_is_approximate_but_matches_the_folded_reference() -> None:
-    text = HEAD + """
+    text = (
+        HEAD
+        + """
     g (float[N,3,6,6] x) => (float[N,5,6,6] y) {
         a = Conv <kernel_shape = [1,1]> (x, W1, B1)
         b = BatchNormalization (a, S, Bb, M, V)
         r = LeakyRelu <alpha = 0.1> (b)
         y = Conv <kernel_shape = [3,3], pads = [1,1,1,1]> (r, W2, B2)
     }"""
-    w = {"W1": _w(8, 3, 1, 1), "B1": _w(8), "S": _w(8), "Bb": _w(8), "M": _w(8), "V": np.abs(_w(8)) + 0.5,
-         "W2": _w(5, 8, 3, 3), "B2": _w(5)}
+    )
+    w = {
+        "W1": _w(8, 3, 1, 1),
+        "B1": _w(8),
+        "S": _w(8),
+        "Bb": _w(8),
+        "M": _w(8),
+        "V": np.abs(_w(8)) + 0.5,
+        "W2": _w(5, 8, 3, 3),
+        "B2": _w(5),
+    }
     model = _ir(model_from_text(text, w))
     _, plan = check_pruned(model, PruneConfig(ratio=0.5, latency_repeats=0))
     (fold,) = plan.folds
@@ -142,12 +179,15 @@ def test_padding_is_approximate_but_matches_the_folded_reference() -> None:
 
 
 def test_no_estimate_without_bn_or_data_is_reported() -> None:
-    text = HEAD + """
+    text = (
+        HEAD
+        + """
     g (float[N,3,6,6] x) => (float[N,5,6,6] y) {
         a = Conv <kernel_shape = [1,1]> (x, W1)
         r = Relu (a)
         y = Conv <kernel_shape = [1,1]> (r, W2)
     }"""
+    )
     model = _ir(model_from_text(text, {"W1": _w(8, 3, 1, 1), "W2": _w(5, 8, 1, 1)}))
     plan = plan_pruning(model, PruneConfig(ratio=0.5))
     (fold,) = plan.folds
@@ -170,8 +210,8 @@ def test_relu_moments_closed_form() -> None:
 
 
 def test_cli_bias_fold_flag(tmp_path) -> None:
-    from test_prune import _invoke
     from models import GRAPHS
+    from test_prune import _invoke
 
     src = next(p for p in GRAPHS if p.stem == "conv_bn_relu")
     r = _invoke("prune", src, "--dry-run", "--json")
@@ -182,7 +222,33 @@ def test_cli_bias_fold_flag(tmp_path) -> None:
     assert json.loads(r.output)["folds"] == []
     cfg = tmp_path / "cfg.json"
     cfg.write_text('{"bias_fold": false}')
-    r = _invoke("prune", src, "-o", tmp_path / "o.onnx", "--config", cfg, "--json", "--repeats", "0")
+    r = _invoke(
+        "prune", src, "-o", tmp_path / "o.onnx", "--config", cfg, "--json", "--repeats", "0"
+    )
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["plan"]["folds"] == [] and out["reference_check"]["passed"]
+
+
+def test_channel_shuffle_reason_is_explicit() -> None:
+    text = (
+        HEAD
+        + """
+    g (float[N,3,6,6] x) => (float[N,5,6,6] y) {
+        a = Conv <kernel_shape = [1,1]> (x, W1)
+        r = Relu (a)
+        s1 = Reshape (r, shp1)
+        t = Transpose <perm = [0,2,1,3,4]> (s1)
+        s2 = Reshape (t, shp2)
+        y = Conv <kernel_shape = [1,1]> (s2, W2)
+    }"""
+    )
+    w = {
+        "W1": _w(8, 3, 1, 1),
+        "W2": _w(5, 8, 1, 1),
+        "shp1": np.array([0, 2, 4, 6, 6], np.int64),
+        "shp2": np.array([0, 8, 6, 6], np.int64),
+    }
+    plan = plan_pruning(_ir(model_from_text(text, w)), PruneConfig(ratio=0.5))
+    ga = next(g for g in plan.groups if g.spaces == ["a"])
+    assert not ga.pruned and "channel shuffle" in ga.reasons[0]

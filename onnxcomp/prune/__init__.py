@@ -363,7 +363,12 @@ def _make_plan(an: Any, m: ir.Model, cfg: PruneConfig, data: Any) -> PrunePlan:
             pruned=False,
             reasons=list(g.reasons) or (["a single channel"] if g.n <= 1 else []),
         )
-        if g.root in kept:
+        if g.root in kept and len(kept[g.root]) == g.n:
+            gp.reasons = [
+                f"grouped convolution with {g.partition} groups of {g.n // g.partition} channel(s): "
+                "nothing to remove" if g.partition > 1 and g.n // g.partition <= 1 else "no channel removed at this ratio"
+            ]
+        elif g.root in kept:
             gp.kept = len(kept[g.root])
             gp.pruned = True
             gp.removed = {

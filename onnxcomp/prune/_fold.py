@@ -102,7 +102,7 @@ def tensor_means(
     batches: Iterable[dict[str, np.ndarray]],
     run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per channel-axis element: mean ``|x|`` and mean ``x`` of each named tensor, streamed."""
+    """Per channel-axis element: root mean square and mean of each named tensor, streamed."""
     sums_abs: dict[str, np.ndarray] = {}
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
@@ -117,12 +117,12 @@ def tensor_means(
             if x.ndim <= axis:
                 continue
             m = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
-            sums_abs[name] = sums_abs.get(name, 0) + np.abs(m).sum(1)
+            sums_abs[name] = sums_abs.get(name, 0) + np.square(m).sum(1)
             sums[name] = sums.get(name, 0) + m.sum(1)
             counts[name] = counts.get(name, 0) + m.shape[1]
-    mean_abs = {k: sums_abs[k] / max(counts[k], 1) for k in sums_abs}
+    rms = {k: np.sqrt(sums_abs[k] / max(counts[k], 1)) for k in sums_abs}
     mean = {k: sums[k] / max(counts[k], 1) for k in sums}
-    return mean_abs, mean
+    return rms, mean
 
 
 # ------------------------------------------------------------ data-free moments
@@ -150,7 +150,9 @@ def relu_moments(mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return e1, np.maximum(e2 - e1 * e1, 0.0)
 
 
-def _quad_moments(f: Callable[[np.ndarray], np.ndarray], mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _quad_moments(
+    f: Callable[[np.ndarray], np.ndarray], mu: np.ndarray, var: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     s = np.sqrt(np.maximum(var, 0.0))
     pts = mu[:, None] + s[:, None] * _GH_X[None, :]
     with np.errstate(all="ignore"):
@@ -226,7 +228,9 @@ class Moments:
         n = self.n_channels(layout)
         return np.full(n, np.nan), np.full(n, np.nan)
 
-    def _input(self, node: ir.Node, i: int, layout: Layout, depth: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _input(
+        self, node: ir.Node, i: int, layout: Layout, depth: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         v = node.inputs[i]
         if v is None or not v.name or self.an.layouts.get(str(v.name)) is None:
             return None
@@ -249,7 +253,9 @@ class Moments:
         if op in ("BatchNormalization", "InstanceNormalization"):
             return self._norm(node, layout, depth)
         x = self._input(node, 0, layout, depth)
-        if op in _KEEP_MOMENTS or (op == "Cast" and v.dtype in (ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16)):
+        if op in _KEEP_MOMENTS or (
+            op == "Cast" and v.dtype in (ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16)
+        ):
             return x
         if x is None:
             if op in ("Add", "Sub", "Sum", "Mul", "Concat"):
@@ -260,10 +266,14 @@ class Moments:
             return relu_moments(mu, var)
         if op == "Clip":
             lo, hi = self._clip_bounds(node)
-            f = (lambda t: np.clip(t, lo, hi))
+            f = lambda t: np.clip(t, lo, hi)
             return _quad_moments(f, mu, var)
         if op in _KEEP_MEAN:
-            if op == "AveragePool" and any(node.attributes.get_ints("pads", [0])) and node.attributes.get_int("count_include_pad", 0):
+            if (
+                op == "AveragePool"
+                and any(node.attributes.get_ints("pads", [0]))
+                and node.attributes.get_int("count_include_pad", 0)
+            ):
                 return None
             return mu, np.full_like(var, np.nan)
         if op in _LOWER_BOUND:
@@ -334,10 +344,17 @@ class Moments:
         var = np.where(zero, 0.0, np.nan)
         return mu, var
 
-    def _norm(self, node: ir.Node, layout: Layout, depth: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _norm(
+        self, node: ir.Node, layout: Layout, depth: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         if len(layout.segments) != 1 or layout.segments[0].rep != 1:
             return None
-        ps = [node.inputs[i].const_value if len(node.inputs) > i and node.inputs[i] is not None else None for i in range(1, 5)]
+        ps = [
+            node.inputs[i].const_value
+            if len(node.inputs) > i and node.inputs[i] is not None
+            else None
+            for i in range(1, 5)
+        ]
         n = layout.size
         if node.op_type == "InstanceNormalization":
             if ps[0] is None or ps[1] is None:
@@ -358,7 +375,9 @@ class Moments:
         scale = s / np.sqrt(var + eps)
         return scale * (in_mu - m) + b, scale * scale * in_var
 
-    def _combine(self, node: ir.Node, layout: Layout, depth: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def _combine(
+        self, node: ir.Node, layout: Layout, depth: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
         an = self.an
         op = node.op_type
         n = self.n_channels(layout)
@@ -408,7 +427,9 @@ class Moments:
             if c is None:
                 return None
             ca = np.asarray(c.numpy(), dtype=np.float64)
-            vec = _channel_vector(ca, layout.axis, len(v.shape) if v.shape is not None else ca.ndim, an, node, n)
+            vec = _channel_vector(
+                ca, layout.axis, len(v.shape) if v.shape is not None else ca.ndim, an, node, n
+            )
             if vec is None:
                 return None
             if op == "Mul":
@@ -428,7 +449,9 @@ class Moments:
         return mu, var
 
 
-def _channel_vector(ca: np.ndarray, out_axis: int, rank: int, an: Analysis, node: ir.Node, n: int) -> np.ndarray | None:
+def _channel_vector(
+    ca: np.ndarray, out_axis: int, rank: int, an: Analysis, node: ir.Node, n: int
+) -> np.ndarray | None:
     """A constant operand as one value per channel (broadcast over the rest), or None."""
     out = node.outputs[0]
     ry = len(out.shape) if out.shape is not None else None
@@ -469,7 +492,9 @@ def _contribution(node: ir.Node, mu: np.ndarray) -> np.ndarray | None:
         per_out = cout // g
         out = np.empty(cout)
         for k in range(g):
-            out[k * per_out : (k + 1) * per_out] = ws[k * per_out : (k + 1) * per_out] @ mu[k * cin_g : (k + 1) * cin_g]
+            out[k * per_out : (k + 1) * per_out] = (
+                ws[k * per_out : (k + 1) * per_out] @ mu[k * cin_g : (k + 1) * cin_g]
+            )
         return out
     if op == "Gemm":
         b = wa.T if node.attributes.get_int("transB", 0) else wa  # [K, N]
@@ -525,7 +550,10 @@ def compute_folds(
             assert moments is not None
             r = moments.of(tensor)
             if r is None:
-                fold.source, fold.reason = "none", "no estimate (no BatchNormalization on the path; give --data)"
+                fold.source, fold.reason = (
+                    "none",
+                    "no estimate (no BatchNormalization on the path; give --data)",
+                )
                 folds.append(fold)
                 continue
             reps = [s.rep for s in layout.segments for _ in range(s.count)]
@@ -550,7 +578,9 @@ def compute_folds(
     return folds
 
 
-def apply_folds(model: ir.Model, an: Analysis, folds: Iterable[BiasFold], masks: Keep | None) -> None:
+def apply_folds(
+    model: ir.Model, an: Analysis, folds: Iterable[BiasFold], masks: Keep | None
+) -> None:
     """Add the folds' bias deltas to ``model`` (nodes looked up by name).
 
     Args:
@@ -580,7 +610,12 @@ def _new_const(graph: ir.Graph, base: str, arr: np.ndarray) -> ir.Value:
     while name in graph.initializers:
         k += 1
         name = f"{base}_{k}"
-    v = ir.Value(name=name, shape=ir.Shape(arr.shape), type=ir.TensorType(ir.DataType.from_numpy(arr.dtype)), const_value=ir.tensor(arr, name=name))
+    v = ir.Value(
+        name=name,
+        shape=ir.Shape(arr.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(arr.dtype)),
+        const_value=ir.tensor(arr, name=name),
+    )
     graph.register_initializer(v)
     return v
 

@@ -362,6 +362,19 @@ def _reshape_layout(lay: Layout, in_shape: tuple[int | None, ...], out_shape: tu
     raise stop(f"reshape {list(in_shape)} -> {list(out_shape)} mixes channels")
 
 
+def _is_channel_shuffle(node: ir.Node, axis: int, in_shape: tuple[int | None, ...], out_shape: tuple[int | None, ...]) -> bool:
+    """Reshape splitting the channel axis into (g, C/g), followed by a Transpose swapping the two."""
+    if node.op_type != "Reshape" or len(out_shape) != len(in_shape) + 1:
+        return False
+    if out_shape[:axis] != in_shape[:axis] or out_shape[axis + 2 :] != in_shape[axis + 1 :]:
+        return False
+    users = node.outputs[0].consumers()
+    if len(users) != 1 or users[0].op_type != "Transpose":
+        return False
+    perm = _ints(users[0], "perm")
+    return perm is not None and perm[axis] == axis + 1 and perm[axis + 1] == axis
+
+
 @register("Flatten", "Reshape")
 def reshape(ctx: Context, node: ir.Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
@@ -375,6 +388,11 @@ def reshape(ctx: Context, node: ir.Node) -> None:
         raise stop("channels on a dynamic axis 0")
     if in_shape[lay.axis] != lay.size:
         raise stop("channel axis size does not match")
+    if _is_channel_shuffle(node, lay.axis, in_shape, out_shape):
+        raise stop(
+            f"channel shuffle (Reshape {list(in_shape)} -> {list(out_shape)} -> Transpose -> Reshape) "
+            "permutes channels across groups; not supported yet"
+        )
     out, ap = _reshape_layout(lay, in_shape, out_shape)
     if node.op_type == "Reshape":
         shape = ctx.const(node.inputs[1])

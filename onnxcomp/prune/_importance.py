@@ -9,9 +9,13 @@ of a pruning unit (the channels tied together across a group):
   tensor's mean so that layers of different scale count alike;
 * ``bn``: ``|gamma|`` of the BatchNormalization layers of the group (l1 when
   the group has none);
-* ``activation``: mean ``|x|`` over calibration samples of every tensor that a
-  contraction reads (the inputs of the consumers), per element of the channel
-  axis, streamed sample by sample.
+* ``activation``: the size of each channel's contribution to every consumer,
+  ``sqrt(E[x_c^2]) * ||W[:, c]||_2`` (root mean square of the consumer's input
+  element over calibration samples, streamed, times the L2 norm of the consumer
+  weights reading it; under independent inputs the squared output error of
+  dropping ``c`` is ``E[x_c^2] ||W[:, c]||^2``). Measured on the MNIST ResNet,
+  this keeps far more accuracy than the mean ``|x|`` alone, which ignores how
+  much the consumer uses a channel.
 """
 
 from __future__ import annotations
@@ -76,8 +80,20 @@ def channel_scores(
     elif criterion == "activation":
         if not activations:
             raise ValueError("activation importance needs activation statistics")
+        read = set()
+        for sl in an.slices:
+            if sl.role != "in" or sl.value not in activations:
+                continue
+            v = an.nodes[sl.node].inputs[sl.input]
+            if v is None or v.const_value is None:
+                continue
+            layout = an.layouts[sl.value]
+            wn = _element_norms(v.const_value.numpy(), sl, layout.size, 2)
+            _add(scores, layout, activations[sl.value] * wn)
+            read.add(sl.value)
         for name, vec in activations.items():
-            _add(scores, an.layouts[name], vec)
+            if name not in read:
+                _add(scores, an.layouts[name], vec)
     else:
         raise ValueError(f"unknown criterion {criterion!r}")
     return scores
