@@ -16,11 +16,33 @@ __all__ = ["compress"]
 
 @click.command()
 @click.argument("model", required=False, type=click.Path(path_type=str))
-@click.option("-o", "--output", "out", type=click.Path(path_type=str), help="Output .onnx file (written only if every gate passes).")
-@click.option("--recipe", "recipe_path", type=click.Path(path_type=str), help="Recipe file (YAML; see --print-recipe).")
-@click.option("--report", "report_dir", type=click.Path(path_type=str), help="Write report.json, report.md, report.html here.")
-@click.option("--work-dir", type=click.Path(path_type=str), help="Intermediate models and plans [default: OUTPUT.work].")
-@click.option("--fresh", is_flag=True, help="Run every step again (ignore finished steps in the work folder).")
+@click.option(
+    "-o",
+    "--output",
+    "out",
+    type=click.Path(path_type=str),
+    help="Output .onnx file (written only if every gate passes).",
+)
+@click.option(
+    "--recipe",
+    "recipe_path",
+    type=click.Path(path_type=str),
+    help="Recipe file (YAML; see --print-recipe).",
+)
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=str),
+    help="Write report.json, report.md, report.html here.",
+)
+@click.option(
+    "--work-dir",
+    type=click.Path(path_type=str),
+    help="Intermediate models and plans [default: OUTPUT.work].",
+)
+@click.option(
+    "--fresh", is_flag=True, help="Run every step again (ignore finished steps in the work folder)."
+)
 @click.option("--check", is_flag=True, help="Only validate the recipe, run nothing.")
 @click.option("--print-recipe", is_flag=True, help="Print a commented default recipe and exit.")
 @json_option
@@ -38,13 +60,18 @@ def compress(model: str | None, out: str | None, **kw: Any) -> None:
         click.echo(default_recipe(), nl=False)
         return
     if not kw["recipe_path"]:
-        raise InvalidInputError("give --recipe RECIPE.yaml (start from: onnxcomp compress --print-recipe)")
+        raise InvalidInputError(
+            "give --recipe RECIPE.yaml (start from: onnxcomp compress --print-recipe)"
+        )
     from onnxcomp.compress import compress as run_compress
     from onnxcomp.compress import load_recipe
 
     recipe = load_recipe(kw["recipe_path"])
     if kw["check"]:
-        click.echo(f"recipe      {kw['recipe_path']}: valid, {len(recipe.steps)} step(s): " + ", ".join(s.kind for s in recipe.steps))
+        click.echo(
+            f"recipe      {kw['recipe_path']}: valid, {len(recipe.steps)} step(s): "
+            + ", ".join(s.kind for s in recipe.steps)
+        )
         return
     if not model:
         raise InvalidInputError("missing MODEL argument")
@@ -56,7 +83,9 @@ def compress(model: str | None, out: str | None, **kw: Any) -> None:
         if quiet:
             return
         if kind == "resumed":
-            click.echo(f"step        {info['step']}: finished earlier, skipped (work folder)", err=True)
+            click.echo(
+                f"step        {info['step']}: finished earlier, skipped (work folder)", err=True
+            )
         elif kind == "start":
             click.echo(f"step        {info['step']} (recipe line {info['line']}) ...", err=True)
         elif kind == "done":
@@ -93,7 +122,11 @@ def _print(result: Any, report_dir: str | None) -> None:
         m = s.metrics
         if s.kind == "verify":
             failed = sum(not g["passed"] for g in s.gates)
-            verdict = f"{failed} of {len(s.gates)} gates FAILED" if failed else f"{len(s.gates)} gates passed"
+            verdict = (
+                f"{failed} of {len(s.gates)} gates FAILED"
+                if failed
+                else f"{len(s.gates)} gates passed"
+            )
             rows.append([s.name, s.status, "", "", "", "", "", verdict])
             continue
         rows.append(
@@ -108,10 +141,14 @@ def _print(result: Any, report_dir: str | None) -> None:
                 "-" if m.get("accuracy") is None else f"{100 * m['accuracy']:.2f}%",
             ]
         )
-    click.echo(table(rows, ["step", "status", "params", "MACs", "size", "latency", "cosine", "accuracy"]))
+    click.echo(
+        table(rows, ["step", "status", "params", "MACs", "size", "latency", "cosine", "accuracy"])
+    )
     for g in result.gates:
         status = "PASS" if g["passed"] else "FAIL"
-        click.echo(f"gate        {status} {g['step']}: {g['name']} {g['value']:.6g} (threshold {g['threshold']}, margin {g['margin']:+.4g})")
+        click.echo(
+            f"gate        {status} {g['step']}: {g['name']} {g['value']:.6g} (threshold {g['threshold']}, margin {g['margin']:+.4g})"
+        )
     if report_dir:
         click.echo(f"report      {report_dir}/report.html")
     click.echo(f"work        {result.work_dir}")

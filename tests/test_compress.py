@@ -7,15 +7,21 @@ import json
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import yaml
 from click.testing import CliRunner
-
 from conftest import conv_model
+
 from onnxcomp.cli import main
-from onnxcomp.compress import RecipeError, StepRecord, compress, default_recipe, load_recipe, parse_recipe
+from onnxcomp.compress import (
+    RecipeError,
+    StepRecord,
+    compress,
+    default_recipe,
+    load_recipe,
+    parse_recipe,
+)
 from onnxcomp.errors import GateFailedError
 from onnxcomp.prune import PruneConfig
 from onnxcomp.quantize import QuantizeConfig
@@ -38,31 +44,83 @@ def _err(text: str) -> str:
 @pytest.mark.parametrize(
     ("text", "line", "words"),
     [
-        ("steps:\n  - prune:\n      ratoi: 0.5\n", 3, ["ratoi", "unknown key", "did you mean 'ratio'"]),
-        ("steps:\n  - prune:\n      ratio: half\n", 3, ["steps[0].prune.ratio", "expected a number", "half"]),
+        (
+            "steps:\n  - prune:\n      ratoi: 0.5\n",
+            3,
+            ["ratoi", "unknown key", "did you mean 'ratio'"],
+        ),
+        (
+            "steps:\n  - prune:\n      ratio: half\n",
+            3,
+            ["steps[0].prune.ratio", "expected a number", "half"],
+        ),
         ("steps:\n  - prune:\n      ratio: 1.5\n", 3, ["steps[0].prune.ratio", "[0, 1)"]),
         ("steps:\n  - prune:\n      reconstruct: 1\n", 3, ["reconstruct", "true/false"]),
         ("steps:\n  - prune:\n      ignore: Gemm\n", 3, ["ignore", "expected a list"]),
-        ("steps:\n  - prune:\n      layers: {conv1: big}\n", 3, ["layers.conv1", "expected a number"]),
-        ("data:\n  c: {synthetic: 2}\nsteps:\n  - quantize:\n      method: kl\n      data: c\n", 5, ["method", "minmax"]),
-        ("data:\n  c: {path: c.npz}\nsteps:\n  - quantize:\n      per_channel: yes please\n      data: c\n", 5, ["per_channel", "true/false"]),
-        ("steps:\n  - quantize:\n      data: calib\n", 3, ["steps[0].quantize.data", "no data source 'calib'"]),
+        (
+            "steps:\n  - prune:\n      layers: {conv1: big}\n",
+            3,
+            ["layers.conv1", "expected a number"],
+        ),
+        (
+            "data:\n  c: {synthetic: 2}\nsteps:\n  - quantize:\n      method: kl\n      data: c\n",
+            5,
+            ["method", "minmax"],
+        ),
+        (
+            "data:\n  c: {path: c.npz}\nsteps:\n  - quantize:\n      per_channel: yes please\n      data: c\n",
+            5,
+            ["per_channel", "true/false"],
+        ),
+        (
+            "steps:\n  - quantize:\n      data: calib\n",
+            3,
+            ["steps[0].quantize.data", "no data source 'calib'"],
+        ),
         ("steps:\n  - quantise: {}\n", 2, ["unknown step kind", "did you mean 'quantize'"]),
         ("steps:\n  - verify:\n      data: e\n", 3, ["no data source"]),
         ("data:\n  e: {path: e.npz}\nsteps:\n  - verify:\n      data: e\n", 4, ["no gate given"]),
-        ("data:\n  e: {path: e.npz}\nsteps:\n  - verify:\n      data: e\n      min_cosine: 1.5\n", 6, ["min_cosine", "[-1, 1]"]),
-        ("data:\n  e: {path: e.npz}\nsteps:\n  - verify:\n      data: e\n      against: last\n      min_cosine: 0.9\n", 6, ["against", "'previous'"]),
-        ("data:\n  e: {path: e.npz, limt: 3}\nsteps:\n  - simplify:\n", 2, ["data.e", "limt", "did you mean 'limit'"]),
-        ("data:\n  e: {path: e.npz, synthetic: 4}\nsteps:\n  - simplify:\n", 2, ["data.e", "exactly one of"]),
-        ("steps:\n  - prune: {ratio: 0.5}\n  - prune: {ratio: 0.5, ratio: 0.2}\n", 3, ["duplicate key 'ratio'"]),
-        ("steps:\n  - prune:\n      reconstruct: true\n", 2, ["reconstruction needs calibration samples"]),
+        (
+            "data:\n  e: {path: e.npz}\nsteps:\n  - verify:\n      data: e\n      min_cosine: 1.5\n",
+            6,
+            ["min_cosine", "[-1, 1]"],
+        ),
+        (
+            "data:\n  e: {path: e.npz}\nsteps:\n  - verify:\n      data: e\n      against: last\n      min_cosine: 0.9\n",
+            6,
+            ["against", "'previous'"],
+        ),
+        (
+            "data:\n  e: {path: e.npz, limt: 3}\nsteps:\n  - simplify:\n",
+            2,
+            ["data.e", "limt", "did you mean 'limit'"],
+        ),
+        (
+            "data:\n  e: {path: e.npz, synthetic: 4}\nsteps:\n  - simplify:\n",
+            2,
+            ["data.e", "exactly one of"],
+        ),
+        (
+            "steps:\n  - prune: {ratio: 0.5}\n  - prune: {ratio: 0.5, ratio: 0.2}\n",
+            3,
+            ["duplicate key 'ratio'"],
+        ),
+        (
+            "steps:\n  - prune:\n      reconstruct: true\n",
+            2,
+            ["reconstruction needs calibration samples"],
+        ),
         ("steps:\n  - prune: {}\n    quantize: {}\n", 2, ["one key"]),
         ("version: 2\nsteps:\n  - prune:\n", 1, ["version 2"]),
         ("stepz:\n  - prune:\n", 1, ["unknown key 'stepz'", "did you mean 'steps'"]),
         ("data: {}\n", 1, ["missing key 'steps'"]),
         ("steps: []\n", 1, ["non-empty list"]),
         ("steps:\n  - prune: {ratio: [0.5\n", 3, ["invalid YAML"]),
-        ("steps:\n  - simplify:\n      shapes: {input: [1, x]}\n", 3, ["shapes.input[1]", "integer"]),
+        (
+            "steps:\n  - simplify:\n      shapes: {input: [1, x]}\n",
+            3,
+            ["shapes.input[1]", "integer"],
+        ),
     ],
 )
 def test_recipe_errors_name_key_and_line(text: str, line: int, words: list[str]) -> None:
@@ -84,7 +142,9 @@ def _default(f: dataclasses.Field) -> object:  # type: ignore[type-arg]
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("kind,cls", [("simplify", SimplifyConfig), ("prune", PruneConfig), ("quantize", QuantizeConfig)])
+@pytest.mark.parametrize(
+    "kind,cls", [("simplify", SimplifyConfig), ("prune", PruneConfig), ("quantize", QuantizeConfig)]
+)
 def test_every_config_field_is_a_recipe_key(kind: str, cls: type) -> None:
     """One source of truth: each dataclass field is accepted with its default and round-trips."""
     opts = {}
@@ -115,10 +175,18 @@ def test_values_map_onto_the_typed_configs(tmp_path: Path) -> None:
     r = load_recipe(p)
     s, pr, q, v = r.steps
     assert s.config == SimplifyConfig(shapes={"x": (1, 3, 8, 8)}, onnxsim=False)
-    assert pr.config == PruneConfig(ratio=0.25, criterion="l2", layers={"conv1": 0.1}, ignore=("Gemm", "head*"), target_macs=0.6)
+    assert pr.config == PruneConfig(
+        ratio=0.25, criterion="l2", layers={"conv1": 0.1}, ignore=("Gemm", "head*"), target_macs=0.6
+    )
     assert q.config.ranges == str(tmp_path / "ranges.json")  # relative to the recipe
-    assert q.config.exclude == ("Softmax",) and q.config.per_channel is False and q.config.reduce_range is False
-    assert v.config == VerifyConfig(latency_repeats=5, outputs=("y",), gates=Gates(min_cosine=0.99, max_accuracy_drop=0.01))
+    assert (
+        q.config.exclude == ("Softmax",)
+        and q.config.per_channel is False
+        and q.config.reduce_range is False
+    )
+    assert v.config == VerifyConfig(
+        latency_repeats=5, outputs=("y",), gates=Gates(min_cosine=0.99, max_accuracy_drop=0.01)
+    )
     assert v.against == "previous" and v.data == "c"
     assert r.data["c"].path == str(tmp_path / "c.npz") and r.data["c"].limit == 8
     assert r.measure == VerifyConfig(latency_repeats=0) and r.measure_data == "c"
@@ -134,7 +202,9 @@ def test_default_recipe_is_valid_and_lists_every_option() -> None:
             assert f"{f.name}:" in text, f.name
     # uncommenting every default keeps it valid
     uncommented = "\n".join(
-        line.replace("# ", "", 1) if line.lstrip().startswith("# ") and ": " in line and line.startswith("      ") else line
+        line.replace("# ", "", 1)
+        if line.lstrip().startswith("# ") and ": " in line and line.startswith("      ")
+        else line
         for line in text.splitlines()
     )
     r2 = parse_recipe(uncommented, check_files=False)
@@ -165,8 +235,22 @@ def test_cli_bad_inputs_exit_2_one_line(tmp_path: Path) -> None:
     cases = [
         ["compress", str(m), "-o", str(tmp_path / "o.onnx")],
         ["compress", str(m), "-o", str(tmp_path / "o.onnx"), "--recipe", str(p)],
-        ["compress", str(m), "-o", str(tmp_path / "o.onnx"), "--recipe", str(tmp_path / "none.yaml")],
-        ["compress", str(tmp_path / "none.onnx"), "-o", str(tmp_path / "o.onnx"), "--recipe", str(RECIPES[0])],
+        [
+            "compress",
+            str(m),
+            "-o",
+            str(tmp_path / "o.onnx"),
+            "--recipe",
+            str(tmp_path / "none.yaml"),
+        ],
+        [
+            "compress",
+            str(tmp_path / "none.onnx"),
+            "-o",
+            str(tmp_path / "o.onnx"),
+            "--recipe",
+            str(RECIPES[0]),
+        ],
     ]
     for args in cases:
         res = CliRunner().invoke(main, args)
@@ -201,23 +285,47 @@ def small(tmp_path: Path) -> tuple[Path, Path]:
     return m, r
 
 
-def test_small_pipeline_work_folder_and_resume(small: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_pipeline_work_folder_and_resume(
+    small: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model, recipe = small
     out = tmp_path / "out" / "small.onnx"
-    res = CliRunner().invoke(main, ["compress", str(model), "-o", str(out), "--recipe", str(recipe)])
+    res = CliRunner().invoke(
+        main, ["compress", str(model), "-o", str(out), "--recipe", str(recipe)]
+    )
     assert res.exit_code == 0, res.output
     work = Path(str(out) + ".work")
-    assert sorted(p.name for p in work.iterdir()) == ["00-input", "01-simplify", "02-prune", "03-quantize", "04-verify"]
-    assert (work / "02-prune" / "model.onnx").is_file() and (work / "02-prune" / "plan.json").is_file()
-    assert (work / "03-quantize" / "model.onnx").is_file() and (work / "03-quantize" / "quantize.json").is_file()
-    recs = [StepRecord.from_dict(json.loads((work / d / "record.json").read_text())) for d in sorted(p.name for p in work.iterdir())]
+    assert sorted(p.name for p in work.iterdir()) == [
+        "00-input",
+        "01-simplify",
+        "02-prune",
+        "03-quantize",
+        "04-verify",
+    ]
+    assert (work / "02-prune" / "model.onnx").is_file() and (
+        work / "02-prune" / "plan.json"
+    ).is_file()
+    assert (work / "03-quantize" / "model.onnx").is_file() and (
+        work / "03-quantize" / "quantize.json"
+    ).is_file()
+    recs = [
+        StepRecord.from_dict(json.loads((work / d / "record.json").read_text()))
+        for d in sorted(p.name for p in work.iterdir())
+    ]
     assert [r.status for r in recs] == ["done"] * 5
     onnx.checker.check_model(onnx.load(out), full_check=True)
-    assert [d.dim_value for d in onnx.load(work / "01-simplify" / "model.onnx").graph.input[0].type.tensor_type.shape.dim] == [1, 3, 12, 12]
+    assert [
+        d.dim_value
+        for d in onnx.load(work / "01-simplify" / "model.onnx")
+        .graph.input[0]
+        .type.tensor_type.shape.dim
+    ] == [1, 3, 12, 12]
     assert recs[1].metrics["params"] == recs[0].metrics["params"]
     assert recs[2].metrics["params"] < recs[0].metrics["params"]
     assert recs[2].metrics["macs"] < recs[0].metrics["macs"]
-    assert recs[3].metrics["size"] > 0 and "QuantizeLinear" in {n.op_type for n in onnx.load(out).graph.node}
+    assert recs[3].metrics["size"] > 0 and "QuantizeLinear" in {
+        n.op_type for n in onnx.load(out).graph.node
+    }
 
     # resume: no step runs again (the capabilities would fail if called)
     import onnxcomp.prune
@@ -234,7 +342,11 @@ def test_small_pipeline_work_folder_and_resume(small: tuple[Path, Path], tmp_pat
     monkeypatch.undo()
 
     # a changed step re-runs from that step on; earlier steps are still skipped
-    recipe.write_text(SMALL.format(cos=-1.0).replace("quantize: {data: syn,", "quantize: {data: syn, method: percentile,"))
+    recipe.write_text(
+        SMALL.format(cos=-1.0).replace(
+            "quantize: {data: syn,", "quantize: {data: syn, method: percentile,"
+        )
+    )
     monkeypatch.setattr(onnxcomp.prune, "prune", boom)
     result = compress(model, recipe, output=out)
     assert [s.status for s in result.steps] == ["resumed", "resumed", "resumed", "done", "done"]
@@ -258,7 +370,10 @@ def test_failed_gate_exits_3_and_writes_no_output(small: tuple[Path, Path], tmp_
     recipe.write_text(SMALL.format(cos=0.999999))
     out = tmp_path / "o.onnx"
     rep = tmp_path / "rep"
-    res = CliRunner().invoke(main, ["compress", str(model), "-o", str(out), "--recipe", str(recipe), "--report", str(rep)])
+    res = CliRunner().invoke(
+        main,
+        ["compress", str(model), "-o", str(out), "--recipe", str(recipe), "--report", str(rep)],
+    )
     assert res.exit_code == 3, res.output
     last = res.output.strip().splitlines()[-1]
     assert last.startswith("error: gate min_cosine failed at step 4 (verify, recipe line 10)"), last
@@ -290,7 +405,13 @@ def test_report_files(small: tuple[Path, Path], tmp_path: Path) -> None:
     rep = tmp_path / "rep"
     r = compress(model, recipe, output=tmp_path / "o.onnx", report_dir=rep)
     data = json.loads((rep / "report.json").read_text())
-    assert [s["name"] for s in data["steps"]] == ["input", "1. simplify", "2. prune", "3. quantize", "4. verify"]
+    assert [s["name"] for s in data["steps"]] == [
+        "input",
+        "1. simplify",
+        "2. prune",
+        "3. quantize",
+        "4. verify",
+    ]
     assert data["steps"][1]["metrics"]["params"] == r.steps[1].metrics["params"]
     md = (rep / "report.md").read_text()
     assert "| 2. prune |" in md and "## Gates" in md and "channels kept per layer" in md
@@ -298,5 +419,9 @@ def test_report_files(small: tuple[Path, Path], tmp_path: Path) -> None:
     for key in ("params", "macs", "size", "latency", "fidelity", "gates", "prune-1"):
         assert f'data-plot="{key}"' in page, key
     low = page.lower()
-    assert "<script" not in low and "<link" not in low and "http://" not in low.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert (
+        "<script" not in low
+        and "<link" not in low
+        and "http://" not in low.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    )
     assert "https://" not in low

@@ -53,10 +53,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp / "resnet.small.onnx"
     report = tmp / "report"
     res = CliRunner().invoke(
-        main, ["compress", str(MODEL), "-o", str(out), "--recipe", str(recipe), "--report", str(report)]
+        main,
+        ["compress", str(MODEL), "-o", str(out), "--recipe", str(recipe), "--report", str(report)],
     )
     assert res.exit_code == 0, res.output
-    return {"tmp": tmp, "out": out, "report": report, "recipe": recipe, "work": Path(str(out) + ".work")}
+    return {
+        "tmp": tmp,
+        "out": out,
+        "report": report,
+        "recipe": recipe,
+        "work": Path(str(out) + ".work"),
+    }
 
 
 def test_pipeline_meets_gates_and_figures_equal_the_api_calls(run: dict[str, Path]) -> None:
@@ -72,7 +79,9 @@ def test_pipeline_meets_gates_and_figures_equal_the_api_calls(run: dict[str, Pat
 
     # the same prune call through the API
     calib = open_data(MNIST / "calib.npz", m, limit=64)
-    p = prune(m, PruneConfig(ratio=0.5, reconstruct=True, calib_samples=64, latency_repeats=0), calib)
+    p = prune(
+        m, PruneConfig(ratio=0.5, reconstruct=True, calib_samples=64, latency_repeats=0), calib
+    )
     p_path = run["tmp"] / "api_pruned.onnx"
     io.save(p.model, p_path)
     assert pr["details"]["plan"] == json.loads(json.dumps(p.plan.to_dict()))
@@ -97,7 +106,9 @@ def test_pipeline_meets_gates_and_figures_equal_the_api_calls(run: dict[str, Pat
     io.save(qr.model, q_path)
     assert q["metrics"]["size"] == io.file_size(q_path) == io.file_size(run["out"])
     assert q["metrics"]["params"] == count_params(qr.model)[0]
-    assert [s["tensor"] for s in q["details"]["sensitivity"]] == [s.tensor for s in qr.report.sensitivity]
+    assert [s["tensor"] for s in q["details"]["sensitivity"]] == [
+        s.tensor for s in qr.report.sensitivity
+    ]
     rep = verify(MODEL, q_path, ev, VerifyConfig(latency_repeats=0))
     assert q["metrics"]["accuracy"] == rep.candidate_accuracy
     assert q["metrics"]["top1_agreement"] == rep.min_top1
@@ -110,7 +121,8 @@ def test_pipeline_meets_gates_and_figures_equal_the_api_calls(run: dict[str, Pat
 
 def test_rerun_resumes_every_step(run: dict[str, Path]) -> None:
     res = CliRunner().invoke(
-        main, ["compress", str(MODEL), "-o", str(run["out"]), "--recipe", str(run["recipe"]), "--json"]
+        main,
+        ["compress", str(MODEL), "-o", str(run["out"]), "--recipe", str(run["recipe"]), "--json"],
     )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
@@ -122,7 +134,17 @@ def test_failing_gate_on_mnist_exits_3_without_output(run: dict[str, Path]) -> N
     recipe.write_text(RECIPE.replace("max_accuracy_drop: 0.08", "max_accuracy_drop: 0.0001"))
     out = run["tmp"] / "strict.onnx"
     res = CliRunner().invoke(
-        main, ["compress", str(MODEL), "-o", str(out), "--recipe", str(recipe), "--work-dir", str(run["work"])]
+        main,
+        [
+            "compress",
+            str(MODEL),
+            "-o",
+            str(out),
+            "--recipe",
+            str(recipe),
+            "--work-dir",
+            str(run["work"]),
+        ],
     )
     assert res.exit_code == 3, res.output
     assert "error: gate max_accuracy_drop failed at step 3" in res.output
@@ -148,10 +170,23 @@ def test_report_html_renders_in_headless_chromium(run: dict[str, Path], tmp_path
         "--v=0",
     ]
     dom = subprocess.run(
-        [*args, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120, check=False
+        [*args, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for key in ("params", "macs", "size", "latency", "fidelity", "gates", "prune-0", "sensitivity-1"):
+    for key in (
+        "params",
+        "macs",
+        "size",
+        "latency",
+        "fidelity",
+        "gates",
+        "prune-0",
+        "sensitivity-1",
+    ):
         assert f'data-plot="{key}"' in dom.stdout, key
     assert dom.stdout.count("<svg") >= 8 and "PASSED" in dom.stdout
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
@@ -159,7 +194,18 @@ def test_report_html_renders_in_headless_chromium(run: dict[str, Path], tmp_path
     assert "ERR_FILE_NOT_FOUND" not in dom.stderr and "net::ERR" not in dom.stderr
     shot = tmp_path / "report.png"
     res = subprocess.run(
-        [*args, "--hide-scrollbars", "--window-size=1200,2400", f"--screenshot={shot}", page.as_uri()],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            *args,
+            "--hide-scrollbars",
+            "--window-size=1200,2400",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    assert res.returncode == 0 and shot.is_file() and shot.stat().st_size > 20_000, res.stderr[-2000:]
+    assert res.returncode == 0 and shot.is_file() and shot.stat().st_size > 20_000, res.stderr[
+        -2000:
+    ]

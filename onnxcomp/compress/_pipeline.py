@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from onnxcomp.compress._recipe import DataSource, Recipe, Step, plain
-from onnxcomp.errors import GateFailedError, InvalidInputError
+from onnxcomp.errors import InvalidInputError
 
 __all__ = ["CompressResult", "StepRecord", "run_recipe"]
 
@@ -180,7 +180,9 @@ def _version() -> str:
 
 
 def _chain(prev: str, content: dict[str, Any]) -> str:
-    text = json.dumps({"prev": prev, "step": content, "onnxcomp": _version()}, sort_keys=True, default=str)
+    text = json.dumps(
+        {"prev": prev, "step": content, "onnxcomp": _version()}, sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -192,7 +194,9 @@ def _dataset(source: DataSource, model: Any) -> Any:
 
     specs = input_specs(model)
     if source.synthetic is not None:
-        return Dataset(SyntheticSource(specs, source.synthetic, source.seed), specs, limit=source.limit)
+        return Dataset(
+            SyntheticSource(specs, source.synthetic, source.seed), specs, limit=source.limit
+        )
     return open_data(source.path, specs, image=source.image, limit=source.limit)
 
 
@@ -211,7 +215,9 @@ def _first_shapes(data: Any) -> dict[str, tuple[int, ...]] | None:
     return None
 
 
-def _static_metrics(model: Any, path: Path, shapes: dict[str, tuple[int, ...]] | None) -> dict[str, Any]:
+def _static_metrics(
+    model: Any, path: Path, shapes: dict[str, tuple[int, ...]] | None
+) -> dict[str, Any]:
     from onnxcomp import io
     from onnxcomp.analysis import count_macs, count_params, shaped_copy
 
@@ -248,7 +254,13 @@ def _fidelity(report: Any) -> dict[str, Any]:
 
 def _gate_dicts(report: Any) -> list[dict[str, Any]]:
     return [
-        {"name": g.name, "threshold": g.threshold, "value": g.value, "margin": g.margin, "passed": g.passed}
+        {
+            "name": g.name,
+            "threshold": g.threshold,
+            "value": g.value,
+            "margin": g.margin,
+            "passed": g.passed,
+        }
         for g in report.gates
     ]
 
@@ -360,7 +372,9 @@ def run_recipe(
         notify("start", {"step": f"{i + 1}. {step.kind}", "line": step.line})
         rec = StepRecord(index=i, kind=step.kind, key=key, line=step.line)
         t0 = time.perf_counter()
-        new_model = _run_step(step, recipe, current, current_path, previous_model_path, src, folder, rec, progress)
+        new_model = _run_step(
+            step, recipe, current, current_path, previous_model_path, src, folder, rec, progress
+        )
         rec.seconds = round(time.perf_counter() - t0, 3)
         if new_model is not None:
             out_path = folder / "model.onnx"
@@ -371,7 +385,9 @@ def run_recipe(
                 data = _dataset(measure_src, _pair_model(original, io.load(out_path)))  # type: ignore[arg-type]
                 rep = verify(src, out_path, data, measure_cfg)
                 rec.metrics.update(_fidelity(rep))
-                (folder / "measure.json").write_text(json.dumps(rep.to_dict(), indent=1, default=str))
+                (folder / "measure.json").write_text(
+                    json.dumps(rep.to_dict(), indent=1, default=str)
+                )
             previous_model_path = current_path
             current_path = out_path
             current = io.load(out_path)
@@ -388,16 +404,27 @@ def run_recipe(
         if failure:
             break
     # the input's latency/accuracy come from the first same-run measurement
-    first = next((r.metrics for r in records[1:] if r.metrics.get("reference_latency_ms") is not None), None)
+    first = next(
+        (r.metrics for r in records[1:] if r.metrics.get("reference_latency_ms") is not None), None
+    )
     if first is not None:
         input_rec.metrics["latency_ms"] = first["reference_latency_ms"]
         input_rec.metrics["latency_ratio"] = 1.0
-    acc = next((r.metrics.get("reference_accuracy") for r in records[1:] if r.metrics.get("reference_accuracy") is not None), None)
+    acc = next(
+        (
+            r.metrics.get("reference_accuracy")
+            for r in records[1:]
+            if r.metrics.get("reference_accuracy") is not None
+        ),
+        None,
+    )
     if acc is not None:
         input_rec.metrics["accuracy"] = acc
     if measure_data is not None and any(r.metrics.get("cosine") is not None for r in records[1:]):
         input_rec.metrics.setdefault("cosine", 1.0)
-        input_rec.metrics.setdefault("top1_agreement", 1.0 if records[1].metrics.get("top1_agreement") is not None else None)
+        input_rec.metrics.setdefault(
+            "top1_agreement", 1.0 if records[1].metrics.get("top1_agreement") is not None else None
+        )
     written: str | None = None
     if failure is None and output is not None:
         written = str(io.save(current, output, protect=[src]))
@@ -449,7 +476,9 @@ def _run_step(
     if step.kind == "quantize":
         from onnxcomp.quantize import quantize
 
-        qres = quantize(current, data(step.data), step.config, eval_data=data(step.eval_data), progress=progress)
+        qres = quantize(
+            current, data(step.data), step.config, eval_data=data(step.eval_data), progress=progress
+        )
         rec.details = qres.report.to_dict()
         _write_json(folder / "quantize.json", rec.details)
         return qres.model
@@ -459,8 +488,8 @@ def _run_step(
 
         ref_path = input_path if step.against == "input" else previous_path
         ref = io.load(ref_path)
-        data = _dataset(recipe.data[step.data], _pair_model(ref, current))  # type: ignore[index]
-        rep = verify(ref_path, current_path, data, step.config)
+        samples = _dataset(recipe.data[step.data], _pair_model(ref, current))  # type: ignore[index]
+        rep = verify(ref_path, current_path, samples, step.config)
         rec.details = rep.to_dict()
         rec.details["against"] = step.against
         rec.gates = _gate_dicts(rep)

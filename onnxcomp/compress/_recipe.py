@@ -158,7 +158,13 @@ class Recipe:
             "data": {k: plain(v) for k, v in self.data.items()},
             "measure": {"data": self.measure_data, **plain(self.measure)},
             "steps": [
-                {"kind": s.kind, "data": s.data, "eval_data": s.eval_data, "against": s.against, "config": plain(s.config)}
+                {
+                    "kind": s.kind,
+                    "data": s.data,
+                    "eval_data": s.eval_data,
+                    "against": s.against,
+                    "config": plain(s.config),
+                }
                 for s in self.steps
             ],
         }
@@ -251,7 +257,9 @@ def _scalar(node: Any) -> Any:
         loader.dispose()
 
 
-def _mapping(ctx: _Ctx, node: Any, where: str, *, allow_null: bool = False) -> list[tuple[str, Any, Any]]:
+def _mapping(
+    ctx: _Ctx, node: Any, where: str, *, allow_null: bool = False
+) -> list[tuple[str, Any, Any]]:
     """(key, key node, value node) of a mapping node; duplicate keys are errors."""
     import yaml
 
@@ -327,15 +335,19 @@ def _coerce(ctx: _Ctx, node: Any, tp: Any, where: str) -> Any:
             raise errors[0]  # the structure matched; the error is inside it
         raise ctx.err(node, where, f"expected {_type_name(tp)}, got {_kind(node)}")
     if dataclasses.is_dataclass(tp):
-        return build(ctx, tp, node, where)
+        return build(ctx, tp, node, where)  # type: ignore[arg-type]
     if origin in (tuple, list, Sequence) or tp in (tuple, list):
         if not isinstance(node, yaml.SequenceNode):
             raise ctx.err(node, where, f"expected {_type_name(tp)}, got {_kind(node)}")
         items = node.value
         if origin is tuple and args and (len(args) != 2 or args[1] is not Ellipsis):
             if len(items) != len(args):
-                raise ctx.err(node, where, f"expected a list of {len(args)} items, got {len(items)}")
-            return tuple(_coerce(ctx, n, a, f"{where}[{i}]") for i, (n, a) in enumerate(zip(items, args)))
+                raise ctx.err(
+                    node, where, f"expected a list of {len(args)} items, got {len(items)}"
+                )
+            return tuple(
+                _coerce(ctx, n, a, f"{where}[{i}]") for i, (n, a) in enumerate(zip(items, args))
+            )
         item_tp = args[0] if args else Any
         return tuple(_coerce(ctx, n, item_tp, f"{where}[{i}]") for i, n in enumerate(items))
     if origin in (Mapping, dict) or tp in (dict, Mapping):
@@ -376,7 +388,9 @@ def _read_fields(
     return values, nodes
 
 
-def _construct(ctx: _Ctx, cls: type, values: dict[str, Any], nodes: Mapping[str, Any], node: Any, where: str) -> Any:
+def _construct(
+    ctx: _Ctx, cls: type, values: dict[str, Any], nodes: Mapping[str, Any], node: Any, where: str
+) -> Any:
     """``cls(**values)``; a value error of the dataclass gets the line of the key it names."""
     try:
         return cls(**values)
@@ -404,13 +418,17 @@ def _parse_step(ctx: _Ctx, node: Any, i: int, sources: Mapping[str, DataSource])
     items = _mapping(ctx, node, where)
     if len(items) != 1:
         raise ctx.err(
-            node, where, f"a step is a mapping with one key, the step kind ({', '.join(STEP_KINDS)})"
+            node,
+            where,
+            f"a step is a mapping with one key, the step kind ({', '.join(STEP_KINDS)})",
         )
     kind, knode, body = items[0]
     if kind not in STEP_KINDS:
         close = difflib.get_close_matches(kind, STEP_KINDS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ctx.err(knode, where, f"unknown step kind {kind!r}{hint} (known: {', '.join(STEP_KINDS)})")
+        raise ctx.err(
+            knode, where, f"unknown step kind {kind!r}{hint} (known: {', '.join(STEP_KINDS)})"
+        )
     where = f"{where}.{kind}"
     values, nodes = _read_fields(ctx, body, step_fields(kind), where)
     extras = {k: values.pop(k) for k in list(values) if k in _STEP_KEYS[kind]}
@@ -418,7 +436,9 @@ def _parse_step(ctx: _Ctx, node: Any, i: int, sources: Mapping[str, DataSource])
         name = extras.get(key)
         if name is not None and name not in sources:
             known = ", ".join(sources) or "none defined"
-            raise ctx.err(nodes[key], f"{where}.{key}", f"no data source {name!r} (data sources: {known})")
+            raise ctx.err(
+                nodes[key], f"{where}.{key}", f"no data source {name!r} (data sources: {known})"
+            )
     for key in _PATH_FIELDS.get(kind, ()):
         if values.get(key):
             values[key] = _resolve(ctx, values[key])
@@ -428,11 +448,19 @@ def _parse_step(ctx: _Ctx, node: Any, i: int, sources: Mapping[str, DataSource])
             raise ctx.err(knode, where, "missing key 'data' (the samples to verify on)")
         against = extras.get("against", "input")
         if against not in ("input", "previous"):
-            raise ctx.err(nodes["against"], f"{where}.against", f"must be 'input' or 'previous', got {against!r}")
+            raise ctx.err(
+                nodes["against"],
+                f"{where}.against",
+                f"must be 'input' or 'previous', got {against!r}",
+            )
         gate_keys = set(_field_types(classes["gates"]))
         gates = _construct(
-            ctx, classes["gates"], {k: values.pop(k) for k in list(values) if k in gate_keys},
-            nodes, body, where,
+            ctx,
+            classes["gates"],
+            {k: values.pop(k) for k in list(values) if k in gate_keys},
+            nodes,
+            body,
+            where,
         )
         if not gates.active():
             raise ctx.err(knode, where, f"no gate given (keys: {', '.join(sorted(gate_keys))})")
@@ -440,11 +468,22 @@ def _parse_step(ctx: _Ctx, node: Any, i: int, sources: Mapping[str, DataSource])
     else:
         config = _construct(ctx, classes[kind], values, nodes, body, where)
         if kind == "prune" and config.refit and extras.get("data") is None:
-            raise ctx.err(knode, where, "reconstruction needs calibration samples: add 'data: <source>'")
+            raise ctx.err(
+                knode, where, "reconstruction needs calibration samples: add 'data: <source>'"
+            )
         if kind == "prune" and config.criterion == "activation" and extras.get("data") is None:
-            raise ctx.err(knode, where, "criterion 'activation' needs samples: add 'data: <source>'")
-        if kind == "quantize" and config.mode == "static" and not config.ranges and extras.get("data") is None:
-            raise ctx.err(knode, where, "static quantization needs calibration samples: add 'data: <source>'")
+            raise ctx.err(
+                knode, where, "criterion 'activation' needs samples: add 'data: <source>'"
+            )
+        if (
+            kind == "quantize"
+            and config.mode == "static"
+            and not config.ranges
+            and extras.get("data") is None
+        ):
+            raise ctx.err(
+                knode, where, "static quantization needs calibration samples: add 'data: <source>'"
+            )
     return Step(
         kind=kind,
         config=config,
@@ -455,7 +494,9 @@ def _parse_step(ctx: _Ctx, node: Any, i: int, sources: Mapping[str, DataSource])
     )
 
 
-def parse_recipe(text: str, *, path: str | os.PathLike[str] | None = None, check_files: bool = True) -> Recipe:
+def parse_recipe(
+    text: str, *, path: str | os.PathLike[str] | None = None, check_files: bool = True
+) -> Recipe:
     """Parse and validate recipe text.
 
     Args:
@@ -477,7 +518,9 @@ def parse_recipe(text: str, *, path: str | os.PathLike[str] | None = None, check
         mark = getattr(e, "problem_mark", None)
         line = f"{mark.line + 1}: " if mark is not None else " "
         problem = getattr(e, "problem", None) or str(e)
-        raise RecipeError(f"{file or 'recipe'}:{line}invalid YAML: {' '.join(str(problem).split())}") from e
+        raise RecipeError(
+            f"{file or 'recipe'}:{line}invalid YAML: {' '.join(str(problem).split())}"
+        ) from e
     if root is None:
         raise RecipeError(f"{file or 'recipe'}: empty recipe (expected 'steps:')")
     top = {k: (kn, vn) for k, kn, vn in _mapping(ctx, root, "")}
@@ -490,7 +533,11 @@ def parse_recipe(text: str, *, path: str | os.PathLike[str] | None = None, check
     if "version" in top:
         v = _coerce(ctx, top["version"][1], int, "version")
         if v != VERSION:
-            raise ctx.err(top["version"][1], "version", f"unsupported recipe version {v} (this onnxcomp reads {VERSION})")
+            raise ctx.err(
+                top["version"][1],
+                "version",
+                f"unsupported recipe version {v} (this onnxcomp reads {VERSION})",
+            )
     sources: dict[str, DataSource] = {}
     if "data" in top:
         for name, knode, vnode in _mapping(ctx, top["data"][1], "data", allow_null=True):
@@ -499,10 +546,14 @@ def parse_recipe(text: str, *, path: str | os.PathLike[str] | None = None, check
             if values.get("path"):
                 values["path"] = _resolve(ctx, values["path"])
                 if check_files and not Path(values["path"]).exists():
-                    raise ctx.err(nodes["path"], f"{where}.path", f"no such file or folder: {values['path']}")
+                    raise ctx.err(
+                        nodes["path"], f"{where}.path", f"no such file or folder: {values['path']}"
+                    )
             sources[name] = _construct(ctx, DataSource, values, nodes, vnode, where)
     classes = _config_classes()
-    measure_types = {k: v for k, v in _field_types(classes["verify"]).items() if k not in _VERIFY_HIDDEN}
+    measure_types = {
+        k: v for k, v in _field_types(classes["verify"]).items() if k not in _VERIFY_HIDDEN
+    }
     measure_types["data"] = str | None
     measure_data = None
     measure = classes["verify"]()
@@ -510,7 +561,11 @@ def parse_recipe(text: str, *, path: str | os.PathLike[str] | None = None, check
         values, nodes = _read_fields(ctx, top["measure"][1], measure_types, "measure")
         measure_data = values.pop("data", None)
         if measure_data is not None and measure_data not in sources:
-            raise ctx.err(nodes["data"], "measure.data", f"no data source {measure_data!r} (data sources: {', '.join(sources) or 'none defined'})")
+            raise ctx.err(
+                nodes["data"],
+                "measure.data",
+                f"no data source {measure_data!r} (data sources: {', '.join(sources) or 'none defined'})",
+            )
         measure = _construct(ctx, classes["verify"], values, nodes, top["measure"][1], "measure")
     if "steps" not in top:
         raise ctx.err(root, "", "missing key 'steps' (the list of steps to run)")

@@ -103,7 +103,9 @@ def render_markdown(data: dict[str, Any]) -> str:
     for s in data["steps"]:
         m = s["metrics"]
         if s["kind"] == "verify":
-            gates = ", ".join(f"{g['name']} {'PASS' if g['passed'] else 'FAIL'}" for g in s["gates"])
+            gates = ", ".join(
+                f"{g['name']} {'PASS' if g['passed'] else 'FAIL'}" for g in s["gates"]
+            )
             lines.append(f"| {s['name']} | {s['status']} | {gates} | | | | | | | |")
             continue
         lines.append(
@@ -113,7 +115,13 @@ def render_markdown(data: dict[str, Any]) -> str:
         )
     gates = data["gates"]
     if gates:
-        lines += ["", "## Gates", "", "| step | gate | value | threshold | margin | result |", "|---|---|---:|---:|---:|---|"]
+        lines += [
+            "",
+            "## Gates",
+            "",
+            "| step | gate | value | threshold | margin | result |",
+            "|---|---|---:|---:|---:|---|",
+        ]
         for g in gates:
             lines.append(
                 f"| {g['step']} | {g['name']} | {_num(g['value'], 6)} | {_num(g['threshold'], 6)} | "
@@ -141,9 +149,15 @@ def render_markdown(data: dict[str, Any]) -> str:
             )
             sens = d.get("sensitivity") or []
             if sens:
-                lines += ["", "| tensor (worst first) | op | SQNR dB | cosine |", "|---|---|---:|---:|"]
+                lines += [
+                    "",
+                    "| tensor (worst first) | op | SQNR dB | cosine |",
+                    "|---|---|---:|---:|",
+                ]
                 for t in sens[:20]:
-                    lines.append(f"| {t['tensor']} | {t['op_type']} | {_num(t['sqnr_db'])} | {_num(t['cosine'], 6)} |")
+                    lines.append(
+                        f"| {t['tensor']} | {t['op_type']} | {_num(t['sqnr_db'])} | {_num(t['cosine'], 6)} |"
+                    )
             for w in d.get("warnings") or []:
                 lines.append(f"\n- warning: {w}")
     lines += ["", "## Recipe", "", "```yaml", data.get("recipe_text", "").rstrip(), "```", ""]
@@ -197,7 +211,9 @@ def bar_chart(
         v = lo + (top_v - lo) * i / 4
         y = top + ph - ph * i / 4
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - right}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 5}" y="{y + 3:.1f}" class="ax" text-anchor="end">{_e(fmt(v))}</text>')
+        out.append(
+            f'<text x="{left - 5}" y="{y + 3:.1f}" class="ax" text-anchor="end">{_e(fmt(v))}</text>'
+        )
     first = values[0] if values else None
     for i, (lab, v) in enumerate(zip(labels, values)):
         cx = left + slot * (i + 0.5)
@@ -205,7 +221,9 @@ def bar_chart(
             f'<text x="{cx:.1f}" y="{h - bottom + 14}" class="ax" text-anchor="middle">{_e(_short(lab, 14))}</text>'
         )
         if v is None:
-            out.append(f'<text x="{cx:.1f}" y="{top + ph - 4}" class="ax" text-anchor="middle">n/a</text>')
+            out.append(
+                f'<text x="{cx:.1f}" y="{top + ph - 4}" class="ax" text-anchor="middle">n/a</text>'
+            )
             continue
         frac = 0.0 if top_v == lo else max(0.0, min(1.0, (v - lo) / (top_v - lo)))
         bh = ph * frac
@@ -214,7 +232,9 @@ def bar_chart(
             f'<rect x="{cx - bw / 2:.1f}" y="{top + ph - bh:.1f}" width="{bw:.1f}" height="{max(bh, 0.5):.1f}" '
             f'fill="{color}" rx="2"><title>{_e(lab)}: {_e(fmt(v))}</title></rect>'
         )
-        out.append(f'<text x="{cx:.1f}" y="{top + ph - bh - 4:.1f}" class="val" text-anchor="middle">{_e(fmt(v))}</text>')
+        out.append(
+            f'<text x="{cx:.1f}" y="{top + ph - bh - 4:.1f}" class="val" text-anchor="middle">{_e(fmt(v))}</text>'
+        )
         if ratio_to_first and first and i > 0:
             out.append(
                 f'<text x="{cx:.1f}" y="{h - bottom + 27}" class="ratio" text-anchor="middle">{v / first:.3f}x</text>'
@@ -233,7 +253,11 @@ def _tail(text: str, n: int) -> str:
 
 
 def grouped_chart(
-    key: str, title: str, labels: Sequence[str], series: dict[str, Sequence[float | None]], lo: float
+    key: str,
+    title: str,
+    labels: Sequence[str],
+    series: dict[str, Sequence[float | None]],
+    lo: float,
 ) -> str:
     """Grouped vertical bars (fidelity: cosine, top-1 agreement, accuracy) on [lo, 1]."""
     w, h = 560, 250
@@ -251,17 +275,23 @@ def grouped_chart(
     ]
     lx = left
     for j, name in enumerate(names):
-        out.append(f'<rect x="{lx}" y="26" width="10" height="10" fill="{_COLORS[(j + 1) % len(_COLORS)]}" rx="2"/>')
+        out.append(
+            f'<rect x="{lx}" y="26" width="10" height="10" fill="{_COLORS[(j + 1) % len(_COLORS)]}" rx="2"/>'
+        )
         out.append(f'<text x="{lx + 14}" y="35" class="ax">{_e(name)}</text>')
         lx += 20 + 7 * len(name)
     for i in range(5):
         v = lo + (1 - lo) * i / 4
         y = top + ph - ph * i / 4
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{w - right}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 5}" y="{y + 3:.1f}" class="ax" text-anchor="end">{v:.3g}</text>')
+        out.append(
+            f'<text x="{left - 5}" y="{y + 3:.1f}" class="ax" text-anchor="end">{v:.3g}</text>'
+        )
     for i, lab in enumerate(labels):
         cx = left + slot * (i + 0.5)
-        out.append(f'<text x="{cx:.1f}" y="{h - bottom + 14}" class="ax" text-anchor="middle">{_e(_short(lab, 18))}</text>')
+        out.append(
+            f'<text x="{cx:.1f}" y="{h - bottom + 14}" class="ax" text-anchor="middle">{_e(_short(lab, 18))}</text>'
+        )
         x0 = cx - bw * len(names) / 2
         for j, name in enumerate(names):
             v = series[name][i]
@@ -310,7 +340,9 @@ def hbar_chart(
             f'<text x="{label_w - 6}" y="{y + 12}" class="ax" text-anchor="end">{_e(_tail(label, 52))}<title>{_e(label)}</title></text>'
         )
         if extent is not None:
-            out.append(f'<rect x="{label_w}" y="{y + 2}" width="{extent * scale:.1f}" height="{row_h - 5}" fill="{back}" rx="2"/>')
+            out.append(
+                f'<rect x="{label_w}" y="{y + 2}" width="{extent * scale:.1f}" height="{row_h - 5}" fill="{back}" rx="2"/>'
+            )
         out.append(
             f'<rect x="{label_w}" y="{y + 2}" width="{max(value * scale, 0.5):.1f}" height="{row_h - 5}" fill="{color}" rx="2">'
             f"<title>{_e(label)}: {_e(text)}</title></rect>"
@@ -338,7 +370,9 @@ def gate_chart(gates: Sequence[dict[str, Any]]) -> str:
         y = 26 + i * row_h
         value, thr = g.get("value"), g["threshold"]
         color = _PASS if g["passed"] else _FAIL
-        out.append(f'<text x="{left - 6}" y="{y + 15}" class="ax" text-anchor="end">{_e(g["step"])}: {_e(g["name"])}</text>')
+        out.append(
+            f'<text x="{left - 6}" y="{y + 15}" class="ax" text-anchor="end">{_e(g["step"])}: {_e(g["name"])}</text>'
+        )
         if value is None or isinstance(value, str):
             continue
         span = max(abs(value), abs(thr), 1e-12) * 1.15
@@ -352,14 +386,16 @@ def gate_chart(gates: Sequence[dict[str, Any]]) -> str:
         out.append(f'<rect x="{left}" y="{y + 4}" width="{pw}" height="16" fill="#f1f5f9" rx="3"/>')
         out.append(
             f'<rect x="{left}" y="{y + 4}" width="{max(x(value) - left, 0.5):.1f}" height="16" fill="{color}" rx="3" opacity="0.85">'
-            f'<title>{_e(g["name"])}: {value:.6g}</title></rect>'
+            f"<title>{_e(g['name'])}: {value:.6g}</title></rect>"
         )
-        out.append(f'<line x1="{x(thr):.1f}" y1="{y}" x2="{x(thr):.1f}" y2="{y + 24}" stroke="#0f172a" stroke-width="2"/>')
+        out.append(
+            f'<line x1="{x(thr):.1f}" y1="{y}" x2="{x(thr):.1f}" y2="{y + 24}" stroke="#0f172a" stroke-width="2"/>'
+        )
         margin = g.get("margin")
         verdict = "PASS" if g["passed"] else "FAIL"
         out.append(
             f'<text x="{left + pw + 8}" y="{y + 15}" class="val" fill="{color}">{verdict} {value:.4g} '
-            f'(margin {margin:+.3g})</text>'
+            f"(margin {margin:+.3g})</text>"
         )
     out.append("</svg>")
     return "".join(out)
@@ -391,7 +427,8 @@ pre{background:#0f172a;color:#e2e8f0;padding:12px;border-radius:8px;font-size:12
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in r) + "</tr>" for r in rows
+        "<tr>" + "".join(c if c.startswith("<td") else f"<td>{c}</td>" for c in r) + "</tr>"
+        for r in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -402,9 +439,13 @@ def render_html(data: dict[str, Any]) -> str:
     labels = [r["name"] for r in rows]
     metric = [r["metrics"] for r in rows]
     passed = data["passed"]
-    badge = '<span class="badge pass">PASSED</span>' if passed else '<span class="badge fail">FAILED</span>'
+    badge = (
+        '<span class="badge pass">PASSED</span>'
+        if passed
+        else '<span class="badge fail">FAILED</span>'
+    )
     parts = [
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>onnxcomp compress report: {_e(Path(data['input']).name)}</title>",
         f"<style>{_CSS}</style></head><body><main>",
@@ -423,8 +464,16 @@ def render_html(data: dict[str, Any]) -> str:
     for s in data["steps"]:
         m = s["metrics"]
         if s["kind"] == "verify":
-            gates = ", ".join(f"{g['name']} {'PASS' if g['passed'] else 'FAIL'}" for g in s["gates"])
-            trs.append([_e(s["name"]), _e(s["status"]), f'<td class="l" colspan="8">gates: {_e(gates)}</td>'])
+            gates = ", ".join(
+                f"{g['name']} {'PASS' if g['passed'] else 'FAIL'}" for g in s["gates"]
+            )
+            trs.append(
+                [
+                    _e(s["name"]),
+                    _e(s["status"]),
+                    f'<td class="l" colspan="8">gates: {_e(gates)}</td>',
+                ]
+            )
             continue
         trs.append(
             [
@@ -443,7 +492,18 @@ def render_html(data: dict[str, Any]) -> str:
     parts.append("<h2>Steps</h2>")
     parts.append(
         _table(
-            ["step", "status", "params", "MACs", "size", "latency", "latency ratio", "cosine", "top-1 agree", "accuracy"],
+            [
+                "step",
+                "status",
+                "params",
+                "MACs",
+                "size",
+                "latency",
+                "latency ratio",
+                "cosine",
+                "top-1 agree",
+                "accuracy",
+            ],
             trs,
         )
     )
@@ -454,10 +514,16 @@ def render_html(data: dict[str, Any]) -> str:
         f"process, batch of one sample). Resumed steps show the figures of the run that made them.</p>"
     )
     # per-step plots
-    parts.append("<h2>Per step</h2><div class=\"grid-plots\">")
-    parts.append(f'<div class="card">{bar_chart("params", "Parameters", labels, [m.get("params") for m in metric], _count)}</div>')
-    parts.append(f'<div class="card">{bar_chart("macs", "MACs", labels, [m.get("macs") for m in metric], _count)}</div>')
-    parts.append(f'<div class="card">{bar_chart("size", "File size", labels, [m.get("size") for m in metric], _bytes)}</div>')
+    parts.append('<h2>Per step</h2><div class="grid-plots">')
+    parts.append(
+        f'<div class="card">{bar_chart("params", "Parameters", labels, [m.get("params") for m in metric], _count)}</div>'
+    )
+    parts.append(
+        f'<div class="card">{bar_chart("macs", "MACs", labels, [m.get("macs") for m in metric], _count)}</div>'
+    )
+    parts.append(
+        f'<div class="card">{bar_chart("size", "File size", labels, [m.get("size") for m in metric], _bytes)}</div>'
+    )
     lat = [m.get("latency_ms") for m in metric]
     parts.append(
         f'<div class="card">{bar_chart("latency", "Latency (ms, median)", labels, lat, lambda v: f"{v:.3g}")}</div>'
@@ -471,7 +537,9 @@ def render_html(data: dict[str, Any]) -> str:
     lo = 0.0
     if vals:
         lo = max(0.0, math.floor((min(vals) - 0.05) * 20) / 20)
-    parts.append(f'<div class="card">{grouped_chart("fidelity", "Fidelity vs the input model", labels, fid, lo)}</div>')
+    parts.append(
+        f'<div class="card">{grouped_chart("fidelity", "Fidelity vs the input model", labels, fid, lo)}</div>'
+    )
     parts.append("</div>")
     # gates
     gates = data["gates"]
@@ -489,7 +557,11 @@ def render_html(data: dict[str, Any]) -> str:
             ]
             for g in gates
         ]
-        parts.append('<div style="margin-top:10px">' + _table(["step", "gate", "value", "threshold", "margin", "result"], grows) + "</div>")
+        parts.append(
+            '<div style="margin-top:10px">'
+            + _table(["step", "gate", "value", "threshold", "margin", "result"], grows)
+            + "</div>"
+        )
     # pruning
     for s in data["steps"]:
         if s["kind"] == "prune" and s["details"].get("plan"):
@@ -498,44 +570,77 @@ def render_html(data: dict[str, Any]) -> str:
             parts.append(f"<h2>Pruning ({_e(s['name'])}): channels kept per layer</h2>")
             parts.append(
                 f'<p class="note">criterion {_e(plan.get("criterion"))}; MACs {_count(plan["macs_before"])} &rarr; '
-                f'{_count(plan["macs_after"])}, params {_num(plan["params_before"])} &rarr; {_num(plan["params_after"])} '
+                f"{_count(plan['macs_after'])}, params {_num(plan['params_before'])} &rarr; {_num(plan['params_after'])} "
                 f"(plan estimate); grey: channels before, blue: kept.</p>"
             )
             if layers:
                 mx = max(c["before"] for c in layers)
                 hrows = [
-                    (f"{c['node']} ({c['op_type']})", c["after"], c["before"], f"{c['after']}/{c['before']}")
+                    (
+                        f"{c['node']} ({c['op_type']})",
+                        c["after"],
+                        c["before"],
+                        f"{c['after']}/{c['before']}",
+                    )
                     for c in layers
                 ]
-                parts.append(f'<div class="card">{hbar_chart("prune-" + str(s["index"]), "Channels kept per layer", hrows, max_value=mx)}</div>')
+                parts.append(
+                    f'<div class="card">{hbar_chart("prune-" + str(s["index"]), "Channels kept per layer", hrows, max_value=mx)}</div>'
+                )
             alone = [g for g in plan.get("groups", []) if not g.get("pruned")]
             if alone:
-                arows = [[_e(", ".join(g["nodes"])[:70]), str(g["channels"]), f'<td class="l">{_e((g["reasons"] or [""])[0][:120])}</td>'] for g in alone]
-                parts.append('<div style="margin-top:10px">' + _table(["left alone", "channels", "why"], arows) + "</div>")
+                arows = [
+                    [
+                        _e(", ".join(g["nodes"])[:70]),
+                        str(g["channels"]),
+                        f'<td class="l">{_e((g["reasons"] or [""])[0][:120])}</td>',
+                    ]
+                    for g in alone
+                ]
+                parts.append(
+                    '<div style="margin-top:10px">'
+                    + _table(["left alone", "channels", "why"], arows)
+                    + "</div>"
+                )
         if s["kind"] == "quantize":
             d = s["details"]
             parts.append(f"<h2>Quantization ({_e(s['name'])})</h2>")
             parts.append(
                 f'<p class="note">{_e(d.get("mode"))} {_e(d.get("format"))} {_e(d.get("method") or "")}, '
-                f'{"per-channel" if d.get("per_channel") else "per-tensor"} weights'
-                f'{" (7-bit, reduce_range)" if d.get("reduce_range") else ""}; {_e(d.get("quantized_nodes"))} nodes quantized, '
-                f'{len(d.get("excluded") or [])} kept float; {_e(d.get("samples"))} calibration samples.</p>'
+                f"{'per-channel' if d.get('per_channel') else 'per-tensor'} weights"
+                f"{' (7-bit, reduce_range)' if d.get('reduce_range') else ''}; {_e(d.get('quantized_nodes'))} nodes quantized, "
+                f"{len(d.get('excluded') or [])} kept float; {_e(d.get('samples'))} calibration samples.</p>"
             )
-            sens = [t for t in d.get("sensitivity") or [] if isinstance(t.get("sqnr_db"), (int, float))]
+            sens = [
+                t for t in d.get("sensitivity") or [] if isinstance(t.get("sqnr_db"), (int, float))
+            ]
             if sens:
                 sens = sens[:25]
                 mx = max(max(t["sqnr_db"] for t in sens), 1.0)
                 hrows = [
-                    (f"{t['tensor']} ({t['op_type']})", max(t["sqnr_db"], 0.0), None, f"{t['sqnr_db']:.1f} dB, cos {t['cosine']:.4f}")
+                    (
+                        f"{t['tensor']} ({t['op_type']})",
+                        max(t["sqnr_db"], 0.0),
+                        None,
+                        f"{t['sqnr_db']:.1f} dB, cos {t['cosine']:.4f}",
+                    )
                     for t in sens
                 ]
                 parts.append(
                     '<div class="card">'
-                    + hbar_chart("sensitivity-" + str(s["index"]), "Per-tensor sensitivity: SQNR of int8 vs float (worst first)", hrows, max_value=mx, color="#d97706")
+                    + hbar_chart(
+                        "sensitivity-" + str(s["index"]),
+                        "Per-tensor sensitivity: SQNR of int8 vs float (worst first)",
+                        hrows,
+                        max_value=mx,
+                        color="#d97706",
+                    )
                     + "</div>"
                 )
             else:
-                parts.append('<p class="note">No per-tensor sensitivity in this step (set <code>sensitivity: true</code>).</p>')
+                parts.append(
+                    '<p class="note">No per-tensor sensitivity in this step (set <code>sensitivity: true</code>).</p>'
+                )
             for w in d.get("warnings") or []:
                 parts.append(f'<p class="warn">warning: {_e(w)}</p>')
     parts.append("<h2>Recipe</h2>")

@@ -65,7 +65,9 @@ def _yaml_value(v: Any) -> str:
     return text.removesuffix("\n...").removesuffix("...").strip()
 
 
-def _options(kind: str, cls: type, names: dict[str, Any], defaults: dict[str, Any], docs: dict[str, str]) -> list[str]:
+def _options(
+    kind: str, cls: type, names: dict[str, Any], defaults: dict[str, Any], docs: dict[str, str]
+) -> list[str]:
     lines = []
     active = _ACTIVE[kind]
     for name in names:
@@ -99,13 +101,19 @@ def default_recipe() -> str:
     out.append("    path: eval.npz")
     out.append("    limit: 500")
     for name in ("synthetic", "seed", "image"):
-        out.append(f"    # {name}: {_yaml_value(getattr(DataSource, name, None)) if name != 'image' else '{size: [224, 224], mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}'}  # {ds_docs.get(name, '')}")
+        out.append(
+            f"    # {name}: {_yaml_value(getattr(DataSource, name, None)) if name != 'image' else '{size: [224, 224], mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}'}  # {ds_docs.get(name, '')}"
+        )
     out += [
         "",
         "measure:  # figures of every step against the input model (report, plots)",
         "  data: eval",
     ]
-    vdefaults = {f.name: f.default for f in dataclasses.fields(classes["verify"]) if f.default is not dataclasses.MISSING}
+    vdefaults = {
+        f.name: f.default
+        for f in dataclasses.fields(classes["verify"])
+        if f.default is not dataclasses.MISSING
+    }
     for name in _field_types(classes["verify"]):
         if name == "gates":
             continue
@@ -114,7 +122,10 @@ def default_recipe() -> str:
     for kind in ("simplify", "prune", "quantize", "verify"):
         if kind == "verify":
             gcls, vcls = classes["gates"], classes["verify"]
-            types_ = {**{k: v for k, v in _field_types(vcls).items() if k != "gates"}, **_field_types(gcls)}
+            types_ = {
+                **{k: v for k, v in _field_types(vcls).items() if k != "gates"},
+                **_field_types(gcls),
+            }
             defaults = {**vdefaults}
             docs = {
                 "min_cosine": "Fail unless every output's cosine >= this.",
@@ -130,12 +141,14 @@ def default_recipe() -> str:
                 "warmup": "Warm-up runs before latency.",
             }
             defaults["against"] = "input"
-            out.append("  - verify:  # quality gates: a missed gate stops the run (exit 3), no output written")
+            out.append(
+                "  - verify:  # quality gates: a missed gate stops the run (exit 3), no output written"
+            )
         else:
             cls = classes[kind]
             types_ = _field_types(cls)
             defaults = {
-                f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+                f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc,operator]
                 for f in dataclasses.fields(cls)
             }
             docs = _attr_docs(cls)
