@@ -96,6 +96,14 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     "--batch-size", type=int, default=1, show_default=True, help="Calibration batch size."
 )
 @click.option(
+    "--calib-memory",
+    type=float,
+    default=256.0,
+    show_default=True,
+    metavar="MB",
+    help="Activation memory per batch exposed at a time by histogram calibration passes.",
+)
+@click.option(
     "--equalize", is_flag=True, help="Cross-layer equalization (depthwise-separable nets)."
 )
 @click.option(
@@ -166,6 +174,7 @@ def quantize(model: str, out: str, **kw: Any) -> None:
         onnxsim=kw["use_onnxsim"],
         fold_bn=not kw["no_fold_bn"],
         batch_size=kw["batch_size"],
+        calib_memory_mb=kw["calib_memory"],
         ranges=kw["ranges_in"],
         save_ranges=kw["save_ranges"],
         equalize=kw["equalize"],

@@ -81,6 +81,70 @@ def test_calibration_ranges_equal_numpy() -> None:
     assert res.ranges["y"].lo == 0.0
 
 
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_calibration_in_groups_under_a_memory_budget_equals_one_group(method: str) -> None:
+    model = _to_ir(conv_model())
+    from onnxcomp.data import open_data
+    from onnxcomp.quantize import _calibrate
+
+    data = open_data(_samples((1, 3, 16, 16), 12), model)
+    passes: list[int] = []
+    real = _calibrate.expose_outputs
+
+    def spy(m: ir.Model, names: list[str]) -> ir.Model:
+        passes.append(len(names))
+        return real(m, names)
+
+    _calibrate.expose_outputs = spy  # type: ignore[assignment]
+    try:
+        one = calibrate(model, data, method=method, batch_size=4, memory_budget=2**30)
+        n_one = len(passes)
+        passes.clear()
+        # one tensor per pass: a 16x16 activation of 4 samples is > 1 byte
+        many = calibrate(model, data, method=method, batch_size=4, memory_budget=1)
+    finally:
+        _calibrate.expose_outputs = real  # type: ignore[assignment]
+    assert many.ranges == one.ranges
+    assert many.samples == one.samples == 12
+    if method == "minmax":
+        # min/max are reduced in the graph: the pass exposes nothing
+        assert passes == [0] and n_one == 1
+    else:
+        assert len(passes) == 1 + len(one.ranges) and n_one == 2
+    # same ranges as exposing every activation and reducing it in numpy
+    names = list(one.ranges)
+    from onnxcomp.runtime import ModelRunner, expose_outputs
+
+    r = ModelRunner(expose_outputs(model, names))
+    outs = [dict(r.run(s.feed), **s.feed) for s in data.samples()]
+    for n in names:
+        allv = np.concatenate([o[n].ravel() for o in outs])
+        if method == "minmax":
+            assert one.ranges[n].lo == pytest.approx(float(allv.min()))
+            assert one.ranges[n].hi == pytest.approx(float(allv.max()))
+
+
+def test_calibration_nan_tensors_get_finite_ranges_and_counts() -> None:
+    m = model_from_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N,4] x) => (float[N,4] y) {
+            s = Sqrt (x)
+            y = Add (s, one)
+        }
+        """,
+        {"one": np.ones(4, dtype=np.float32)},
+    )
+    model = _to_ir(m)
+    from onnxcomp.data import open_data
+
+    samples = [{"x": np.array([[4.0, -1.0, 9.0, 1.0]], np.float32)}]
+    res = calibrate(model, open_data(samples, model, check_finite=False), method="minmax")
+    assert res.nonfinite == {"s": 1, "y": 1}
+    assert (res.ranges["s"].lo, res.ranges["s"].hi) == (1.0, 3.0)
+    assert (res.ranges["x"].lo, res.ranges["x"].hi) == (-1.0, 9.0)
+
+
 def test_ranges_round_trip(tmp_path: Path) -> None:
     model = _to_ir(conv_model())
     from onnxcomp.data import open_data

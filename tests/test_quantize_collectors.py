@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from onnxcomp.quantize._collectors import (
     HistogramCollector,
     MinMaxCollector,
+    Range,
     entropy_range,
     mse_range,
     percentile_range,
@@ -145,3 +146,96 @@ def test_entropy_on_relu_output_is_not_the_narrowest_window() -> None:
     r = h.range("entropy")
     assert r.lo == 0.0
     assert r.hi > 2.5  # the old narrowest window was ~255 bins (~1.0)
+
+
+# ---------------------------------------------------------------- vectorized search
+
+
+def _entropy_loop(counts: np.ndarray, edges: np.ndarray, levels: int = 255) -> Range:
+    """Reference: one candidate at a time, exactly as TensorRT describes it."""
+    from onnxcomp.quantize._collectors import _candidates
+
+    best = (np.inf, 0, counts.size)
+    counts = counts.astype(np.float64, copy=True)
+    if edges[0] <= 0.0 < edges[-1]:
+        counts[int(np.searchsorted(edges, 0.0, side="right")) - 1] = 0.0
+    if counts.sum() <= 0:
+        return Range(float(edges[0]), float(edges[-1]))
+    total_nz = counts > 0
+    for l_, r_ in _candidates(counts, edges, levels):
+        window = counts[l_:r_]
+        p = window.copy()
+        p[0] += counts[:l_].sum()
+        p[-1] += counts[r_:].sum()
+        nz = total_nz[l_:r_]
+        m = p.size
+        group = (np.arange(m) * levels) // m
+        g_mass = np.bincount(group, weights=window, minlength=levels)
+        g_nz = np.bincount(group, weights=nz.astype(np.float64), minlength=levels)
+        q = np.where(nz, g_mass[group] / np.maximum(g_nz[group], 1.0), 0.0)
+        if p.sum() <= 0 or q.sum() <= 0:
+            continue
+        ps, qs = p / p.sum(), q / q.sum()
+        mask = ps > 0
+        kl = float(np.sum(ps[mask] * np.log(ps[mask] / np.maximum(qs[mask], 1e-12))))
+        if kl < best[0] - 1e-12:
+            best = (kl, l_, r_)
+    return Range(float(edges[best[1]]), float(edges[best[2]]))
+
+
+def _mse_loop(counts: np.ndarray, edges: np.ndarray, levels: int = 255) -> Range:
+    from onnxcomp.quantize._collectors import _candidates
+
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    best = (np.inf, float(edges[0]), float(edges[-1]))
+    for l_, r_ in _candidates(counts, edges, levels):
+        lo, hi = float(min(edges[l_], 0.0)), float(max(edges[r_], 0.0))
+        if hi <= lo:
+            continue
+        step = (hi - lo) / levels
+        zp = round(-lo / step)
+        q = (np.clip(np.round(centers / step) + zp, 0, levels) - zp) * step
+        err = float(np.sum(counts * (centers - q) ** 2))
+        if err < best[0]:
+            best = (err, float(edges[l_]), float(edges[r_]))
+    return Range(best[1], best[2])
+
+
+@pytest.mark.parametrize(
+    "kind", ["normal", "relu", "laplace", "negative", "skewed", "sparse", "wide_outlier"]
+)
+def test_vectorized_searches_equal_the_loop(kind: str) -> None:
+    rng = np.random.default_rng(sum(map(ord, kind)))
+    x = {
+        "normal": rng.standard_normal(50_000),
+        "relu": np.maximum(rng.standard_normal(50_000), 0),
+        "laplace": rng.laplace(size=50_000),
+        "negative": -np.abs(rng.standard_normal(50_000)) - 0.5,
+        "skewed": rng.exponential(size=50_000) - 0.3,
+        "sparse": rng.choice([0.0, 1.0, 5.0, -2.0], size=5_000),
+        "wide_outlier": np.concatenate([rng.standard_normal(50_000), [80.0, -60.0]]),
+    }[kind].astype(np.float32)
+    h = HistogramCollector(2048)
+    for part in np.array_split(x, 7):
+        h.update(part)
+    counts, edges = h._used()
+    assert entropy_range(counts, edges, 255) == _entropy_loop(counts, edges, 255)
+    assert mse_range(counts, edges, 255) == _mse_loop(counts, edges, 255)
+    assert h.range("entropy") == _entropy_loop(counts, edges, 255)
+
+
+def test_histogram_started_on_known_range_equals_streaming() -> None:
+    rng = np.random.default_rng(3)
+    parts = [rng.standard_normal(10_000).astype(np.float32) * (1 + i) for i in range(5)]
+    allx = np.concatenate(parts)
+    a = HistogramCollector(2048)
+    b = HistogramCollector(2048, init=Range(float(allx.min()), float(allx.max())))
+    for p in parts:
+        a.update(p)
+        b.update(p)
+    assert b.counts.sum() == allx.size
+    # b never re-binned: its grid is the finest one covering the data
+    assert b.width <= a.width
+    edges = b.edges
+    ref, _ = np.histogram(allx.astype(np.float64), bins=edges)
+    assert np.abs(ref - b.counts).sum() <= 2

@@ -90,6 +90,8 @@ class QuantizeConfig:
             torch, +3-14 s and +300 MB; BN folding and constant lifting are done without it).
         fold_bn: Fold BatchNormalization into the preceding Conv.
         batch_size: Calibration batch size (memory is batch-bound, not sample-bound).
+        calib_memory_mb: Most activation megabytes of one batch exposed at a time by the
+            histogram passes (min/max are reduced inside the graph and cost nothing).
         ranges: Precomputed ranges (JSON file from ``save_ranges``) instead of calibrating.
         save_ranges: Where to write the calibrated ranges.
         range_limit: Tensors with ``max|x|`` beyond this stay float (attention masks).
@@ -124,6 +126,7 @@ class QuantizeConfig:
     onnxsim: bool = False
     fold_bn: bool = True
     batch_size: int = 1
+    calib_memory_mb: float = 256.0
     ranges: str | None = None
     save_ranges: str | None = None
     range_limit: float = 1e6
@@ -159,6 +162,8 @@ class QuantizeConfig:
             )
         if self.batch_size < 1:
             raise InvalidInputError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.calib_memory_mb > 0:
+            raise InvalidInputError(f"--calib-memory must be > 0 MB, got {self.calib_memory_mb}")
         if self.target_cosine is not None and not -1.0 <= self.target_cosine <= 1.0:
             raise InvalidInputError(
                 f"--target-cosine must be within [-1, 1], got {self.target_cosine}"
@@ -403,6 +408,7 @@ def quantize(
                     batch_size=cfg.batch_size,
                     channel_stats=means_for,
                     threads=cfg.threads,
+                    memory_budget=int(cfg.calib_memory_mb * 2**20),
                 )
                 calib.dtypes, calib.channel_means = extra.dtypes, extra.channel_means
                 calib.samples = extra.samples
@@ -417,6 +423,7 @@ def quantize(
                 channel_stats=means_for,
                 threads=cfg.threads,
                 progress=progress,
+                memory_budget=int(cfg.calib_memory_mb * 2**20),
             )
             if cfg.save_ranges:
                 save_ranges(calib, cfg.save_ranges)
@@ -478,7 +485,7 @@ def quantize(
                 )
         report.quantized_nodes = count_quantized(qmodel)
     if cfg.verify and evalset is not None:
-        from onnxcomp.verify import VerifyConfig, verify
+        from onnxcomp.verification import VerifyConfig, verify
 
         report.verify = verify(
             original,

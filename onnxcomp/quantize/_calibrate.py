@@ -1,11 +1,21 @@
-"""Streaming calibration: one pass of the model over the samples.
+"""Streaming calibration: passes of the model over the samples, memory bounded.
 
-The tensors to calibrate (every float activation that is an input or output of
-a node) are exposed as extra graph outputs; each batch of outputs is reduced
-into fixed-size collectors (:mod:`._collectors`) and dropped at once, so memory
-depends on the model and the batch size, never on the number of samples.
+Pass 1 appends to a copy of the graph, for every tensor to calibrate (every
+float activation that is an input or output of a node), ``ReduceMin``,
+``ReduceMax``, ``ReduceSum`` (all axes, keepdims=0) and ``Shape`` nodes: only
+scalars leave ONNX Runtime, which keeps reusing its activation buffers, so this
+pass costs the float model's own memory. ``min``/``max`` are merged over
+batches (``min_k min(x_k)``); a non-finite sum flags NaN/inf (which min/max may
+skip), and the shapes give each tensor's bytes per batch.
 
-Besides ranges, the pass records for every tensor its element type and shape
+The histogram methods (and per-channel means, and tensors flagged non-finite)
+take further passes, each exposing a group of tensors whose bytes per batch add
+up to at most ``memory_budget``; each batch is reduced into fixed-size
+collectors (:mod:`._collectors`) and dropped at once. Histograms start on the
+grid covering pass 1's range, so they never need re-binning. Memory depends on
+the model, the batch size and the budget, never on the number of samples.
+
+Besides ranges, calibration records for every tensor its element type and shape
 (to fill in types that ONNX shape inference misses on dynamic models), and,
 for the tensors named in ``channel_stats``, the per-channel mean over all
 samples (axis 1 for rank >= 3, the last axis otherwise), used by bias
@@ -21,7 +31,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +100,147 @@ def _channel_sum(x: np.ndarray) -> tuple[np.ndarray, int]:
     return s, a.size // a.shape[-1]
 
 
+DEFAULT_MEMORY_BUDGET = 256 * 2**20
+
+
+def _unique(taken: set[str], base: str) -> str:
+    name, k = base, 0
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name
+
+
+@dataclass(frozen=True)
+class _StatOutputs:
+    """Names of the scalar statistics computed in the graph for one tensor."""
+
+    min: str
+    max: str
+    sum: str
+    shape: str
+
+
+def _stats_model(
+    model: ir.Model,
+    names: Sequence[str],
+    direct: Sequence[str],
+    types: Mapping[str, ir.DataType | None],
+) -> tuple[ir.Model, dict[str, _StatOutputs]]:
+    """A copy of ``model`` that outputs min/max/sum/shape of each of ``names`` as small tensors.
+
+    ``ReduceMin``/``ReduceMax``/``ReduceSum`` (all axes, keepdims=0) and ``Shape``
+    nodes are appended, so only scalars leave the session and ONNX Runtime keeps
+    reusing activation buffers (the session's memory is the float model's).
+    The sum is there to detect NaN/inf, which the min/max may skip.
+    ``direct`` tensors (unknown element type) are exposed as they are.
+    """
+    copy = expose_outputs(model, direct)
+    graph = copy.graph
+    values = ir.convenience.create_value_mapping(graph)
+    taken = set(values) | {n.name for n in graph if n.name}
+    out: dict[str, _StatOutputs] = {}
+    for name in names:
+        x = values.get(name)
+        if x is None:
+            continue
+        src = x
+        if (x.dtype or types.get(name)) != ir.DataType.FLOAT:
+            cast = ir.Node(
+                "",
+                "Cast",
+                [x],
+                attributes=[ir.AttrInt64("to", ir.DataType.FLOAT)],
+                name=_unique(taken, f"{name}__calib_cast"),
+            )
+            cast.outputs[0].name = _unique(taken, f"{name}__calib_f32")
+            graph.append(cast)
+            src = cast.outputs[0]
+        outs: dict[str, str] = {}
+        for op, key in (("ReduceMin", "min"), ("ReduceMax", "max"), ("ReduceSum", "sum")):
+            node = ir.Node(
+                "",
+                op,
+                [src],
+                attributes=[ir.AttrInt64("keepdims", 0)],
+                name=_unique(taken, f"{name}__calib_{key}"),
+            )
+            v = node.outputs[0]
+            v.name = _unique(taken, f"{name}__calib_{key}")
+            v.dtype = ir.DataType.FLOAT
+            v.shape = ir.Shape([])
+            graph.append(node)
+            graph.outputs.append(v)
+            outs[key] = v.name
+        shp = ir.Node("", "Shape", [x], name=_unique(taken, f"{name}__calib_shape"))
+        sv = shp.outputs[0]
+        sv.name = _unique(taken, f"{name}__calib_shape")
+        sv.dtype = ir.DataType.INT64
+        graph.append(shp)
+        graph.outputs.append(sv)
+        out[name] = _StatOutputs(outs["min"], outs["max"], outs["sum"], sv.name)
+    return copy, out
+
+
+def _inferred_dtypes(model: ir.Model) -> dict[str, ir.DataType]:
+    """Element types from ONNX shape inference on a copy (empty when it fails)."""
+    from onnx_ir.passes.common import ShapeInferencePass
+
+    copy = model.clone()
+    try:
+        ShapeInferencePass(strict_mode=False, data_prop=False)(copy)
+    except Exception as e:  # calibration then exposes those tensors as they are
+        logger.info("shape inference failed before calibration: %s", e)
+        return {}
+    out: dict[str, ir.DataType] = {}
+    for node in copy.graph:
+        for v in node.outputs:
+            if v is not None and v.name and v.dtype is not None:
+                out[v.name] = v.dtype
+    return out
+
+
+def _chunks(names: Sequence[str], nbytes: Mapping[str, int], budget: int) -> list[list[str]]:
+    """Consecutive groups of tensors whose bytes per batch add up to at most ``budget``."""
+    chunks: list[list[str]] = []
+    cur: list[str] = []
+    used = 0
+    for n in names:
+        b = nbytes.get(n, 0)
+        if cur and used + b > budget:
+            chunks.append(cur)
+            cur, used = [], 0
+        cur.append(n)
+        used += b
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+class _Pass:
+    """Runs one model over every sample, calling ``visit(values, batch_size)`` per batch."""
+
+    def __init__(
+        self, data: Dataset, batch_size: int, progress: Progress | None, steps: list[int]
+    ) -> None:
+        self.data, self.batch_size, self.progress, self.steps = data, batch_size, progress, steps
+
+    def run(self, runner: ModelRunner, visit: Callable[[dict[str, Any], int], None]) -> int:
+        done = 0
+        for batch in iter_batches(self.data.samples(), self.data.specs, self.batch_size):
+            where = f"samples {batch.indices[0]}-{batch.indices[-1]} of {self.data.description}"
+            outs = runner.run(batch.feed, where)
+            values: dict[str, Any] = {**batch.feed, **outs}
+            visit(values, batch.size)
+            del outs, values
+            done += batch.size
+            self.steps[0] += batch.size
+            if self.progress:
+                self.progress(self.steps[0], self.steps[1] or None)
+        return done
+
+
 def calibrate(
     model: ir.Model,
     data: Dataset,
@@ -103,8 +254,15 @@ def calibrate(
     channel_stats: Iterable[str] = (),
     threads: int | None = None,
     progress: Progress | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> CalibrationResult:
-    """Run ``model`` once over ``data`` and compute a range per calibrated tensor.
+    """Run ``model`` over ``data`` and compute a range per calibrated tensor.
+
+    Pass 1 computes min/max (and shapes) inside the graph, so only scalars
+    leave ONNX Runtime. Histogram methods, per-channel means and tensors with
+    NaN/inf then take further passes, each exposing a group of tensors whose
+    activations of one batch fit in ``memory_budget`` bytes; histograms start on
+    the final range found by pass 1, so they never need re-binning.
 
     Raises:
         CalibrationError: No samples, or a bad method/percentile.
@@ -117,24 +275,31 @@ def calibrate(
     if not 0.0 < percentile <= 100.0:
         raise InvalidInputError(f"--percentile must be in (0, 100], got {percentile}")
     names = list(tensors) if tensors is not None else calibration_tensors(model)
-    exposed = expose_outputs(model, names)
-    runner = ModelRunner(exposed, threads=threads, name="calibration model")
-    available = set(runner.output_names) | set(runner.input_names)
-    names = [n for n in names if n in available]
+    values_ir = ir.convenience.create_value_mapping(model.graph)
+    names = [n for n in names if n in values_ir and not values_ir[n].is_initializer()]
+    types = {n: values_ir[n].dtype for n in names}
+    if any(t is None for t in types.values()):
+        types.update({k: v for k, v in _inferred_dtypes(model).items() if types.get(k) is None})
+    reducible = [n for n in names if types[n] in _FLOAT_TYPES]
+    direct = [n for n in names if types[n] not in _FLOAT_TYPES]
     hist = method != "minmax"
+    want_means = [n for n in dict.fromkeys(channel_stats) if n in values_ir]
     collectors: dict[str, HistogramCollector | MinMaxCollector] = {}
-    want_means = set(channel_stats)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
     dtypes: dict[str, np.dtype[Any]] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     total = data.length()
-    done = 0
-    for batch in iter_batches(data.samples(), data.specs, batch_size):
-        where = f"samples {batch.indices[0]}-{batch.indices[-1]} of {data.description}"
-        outs = runner.run(batch.feed, where)
-        values: dict[str, Any] = {**batch.feed, **outs}
-        for name in names:
+    steps = [0, total or 0]
+    passes = _Pass(data, batch_size, progress, steps)
+
+    def new_collector(name: str, init: Range | None) -> HistogramCollector | MinMaxCollector:
+        if not hist:
+            return MinMaxCollector()
+        return HistogramCollector(bins, init=init)
+
+    def collect(values: dict[str, Any], chunk: Sequence[str], init: Mapping[str, Range]) -> None:
+        for name in chunk:
             arr = values.get(name)
             if not isinstance(arr, np.ndarray):
                 continue
@@ -145,26 +310,118 @@ def calibrate(
                 continue
             col = collectors.get(name)
             if col is None:
-                col = HistogramCollector(bins) if hist else MinMaxCollector()
-                collectors[name] = col
+                col = collectors[name] = new_collector(name, init.get(name))
             col.update(arr)
-            if name in want_means and arr.ndim >= 1:
-                s, c = _channel_sum(arr)
-                if name in sums and sums[name].shape == s.shape:
-                    sums[name] += s
-                    counts[name] += c
-                elif name not in sums:
-                    sums[name], counts[name] = s, c
-        del outs, values
-        done += batch.size
-        if progress:
-            progress(done, total)
+
+    def accumulate_means(values: dict[str, Any], chunk: Sequence[str]) -> None:
+        for name in chunk:
+            arr = values.get(name)
+            if not isinstance(arr, np.ndarray) or arr.dtype.kind != "f" or arr.ndim < 1:
+                continue
+            s, c = _channel_sum(arr)
+            if name in sums and sums[name].shape == s.shape:
+                sums[name] += s
+                counts[name] += c
+            elif name not in sums:
+                sums[name], counts[name] = s, c
+
+    # ---- pass 1: min/max/sum/shape inside the graph
+    stats_model, stat_out = _stats_model(model, reducible, direct, types)
+    runner = ModelRunner(stats_model, threads=threads, name="calibration model")
+    available = set(runner.output_names) | set(runner.input_names)
+    direct = [n for n in direct if n in available]
+    mins: dict[str, float] = {}
+    maxs: dict[str, float] = {}
+    suspect: dict[str, None] = {}
+    max_bytes: dict[str, int] = {}
+
+    def visit_stats(values: dict[str, Any], _: int) -> None:
+        for name, so in stat_out.items():
+            lo = float(values[so.min])
+            hi = float(values[so.max])
+            total_sum = float(values[so.sum])
+            shape = tuple(int(d) for d in np.asarray(values[so.shape]).reshape(-1))
+            size = int(np.prod(shape)) if shape else 1
+            if name not in dtypes:
+                dtypes[name] = types[name].numpy()  # type: ignore[union-attr]
+                shapes[name] = shape
+            max_bytes[name] = max(max_bytes.get(name, 0), size * dtypes[name].itemsize)
+            if size == 0:
+                continue
+            if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(total_sum)):
+                suspect[name] = None
+                continue
+            mins[name] = min(mins.get(name, math.inf), lo)
+            maxs[name] = max(maxs.get(name, -math.inf), hi)
+        collect(values, direct, {})
+        if want_means:
+            accumulate_means(values, [n for n in want_means if n in direct])
+
+    done = passes.run(runner, visit_stats)
+    del runner, stats_model
     if done == 0:
         raise CalibrationError(f"{data.description}: no calibration samples")
+    steps[1] = done
+    init = {n: Range(mins[n], maxs[n]) for n in mins if n not in suspect}
+
+    # ---- further passes over groups of exposed tensors
+    if hist:
+        todo = [n for n in reducible if n in stat_out]
+    else:
+        todo = [n for n in reducible if n in suspect]
+        for n in reducible:
+            if n in init and n not in suspect:
+                c = MinMaxCollector()
+                c.min, c.max, c.count = init[n].lo, init[n].hi, 1
+                collectors[n] = c
+    mean_todo = [n for n in want_means if n not in direct]
+    todo += [n for n in mean_todo if n not in todo]
+    for n in todo:
+        if n not in max_bytes:
+            v = values_ir[n]
+            max_bytes[n] = (
+                0
+                if v.shape is None
+                else int(np.prod([d if isinstance(d, int) else 1 for d in v.shape])) * 4
+            )
+    groups = _chunks(todo, max_bytes, memory_budget)
+    steps[1] = done * (1 + len(groups))
+    calib_set = set(reducible) | set(direct)
+    mean_set = set(mean_todo)
+    for i, group in enumerate(groups):
+        logger.info(
+            "calibration pass %d/%d: %d tensor(s), %.1f MB per batch",
+            i + 2,
+            len(groups) + 1,
+            len(group),
+            sum(max_bytes.get(n, 0) for n in group) / 2**20,
+        )
+        runner = ModelRunner(
+            expose_outputs(model, group), threads=threads, name="calibration model"
+        )
+        cal = [n for n in group if n in calib_set]
+        means = [n for n in group if n in mean_set]
+
+        def visit(
+            values: dict[str, Any], _: int, cal: list[str] = cal, means: list[str] = means
+        ) -> None:
+            collect(values, cal, init)
+            if means:
+                accumulate_means(values, means)
+
+        passes.run(runner, visit)
+        del runner
+    for n in suspect:
+        if n in collectors:
+            continue
+        collectors[n] = new_collector(n, None)
     ranges: dict[str, Range] = {}
     nonfinite: dict[str, int] = {}
     outputs = {v.name for v in model.graph.outputs}
-    for name, col in collectors.items():
+    for name in names:
+        col = collectors.get(name)
+        if col is None:
+            continue
         if isinstance(col, HistogramCollector):
             # graph outputs are never clipped: clipping them is a direct output error
             r = col.range(

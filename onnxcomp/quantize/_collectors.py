@@ -108,7 +108,7 @@ class HistogramCollector:
         bins: Number of bins ``B`` (fixed for the life of the collector).
     """
 
-    def __init__(self, bins: int = DEFAULT_BINS) -> None:
+    def __init__(self, bins: int = DEFAULT_BINS, *, init: Range | None = None) -> None:
         if bins < 16:
             raise ValueError(f"bins must be >= 16, got {bins}")
         self.bins = bins
@@ -116,6 +116,22 @@ class HistogramCollector:
         self.width = 0.0
         self.offset = 0
         self.minmax = MinMaxCollector()
+        if init is not None and math.isfinite(init.lo) and math.isfinite(init.hi):
+            # the range is known (a first min/max pass): start on the grid that covers it
+            self._init_grid(init.lo, init.hi)
+
+    def _init_grid(self, lo: float, hi: float) -> bool:
+        span = hi - lo
+        scale = max(abs(lo), abs(hi))
+        if span <= 0.0:
+            span = scale * 1e-3 if scale > 0 else 1e-6
+        # a power-of-two width keeps every later rescale exact
+        w = 2.0 ** math.ceil(math.log2(span / (self.bins - 2)))
+        grid = self._grid_for(lo, hi, w)
+        if grid is None:
+            return False
+        self.width, self.offset = grid
+        return True
 
     @property
     def edges(self) -> np.ndarray:
@@ -139,45 +155,49 @@ class HistogramCollector:
             w *= 2.0
         return None
 
+    _BLOCK = 1 << 22
+
     def update(self, x: np.ndarray) -> None:
         a = np.asarray(x).reshape(-1)
         if a.size == 0:
             return
-        if a.dtype != np.float64:
+        if a.dtype not in (np.float32, np.float64):
             a = a.astype(np.float64)
-        before = self.minmax.nonfinite
-        self.minmax.update(a)
-        if self.minmax.nonfinite != before:
-            a = a[np.isfinite(a)]
-        if a.size == 0:
-            return
-        lo, hi = float(a.min()), float(a.max())
+        lo, hi = float(np.min(a)), float(np.max(a))
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            ok = np.isfinite(a)
+            self.minmax.nonfinite += int(a.size - np.count_nonzero(ok))
+            a = a[ok]
+            if a.size == 0:
+                return
+            lo, hi = float(np.min(a)), float(np.max(a))
+        mm = self.minmax
+        mm.min, mm.max, mm.count = min(mm.min, lo), max(mm.max, hi), mm.count + int(a.size)
         if self.width == 0.0:
-            span = hi - lo
-            scale = max(abs(lo), abs(hi))
-            if span <= 0.0:
-                span = scale * 1e-3 if scale > 0 else 1e-6
-            # a power-of-two width keeps every later rescale exact
-            w = 2.0 ** math.ceil(math.log2(span / (self.bins - 2)))
-            grid = self._grid_for(lo, hi, w)
+            if not self._init_grid(lo, hi):
+                return
+        cur_lo = self.offset * self.width
+        cur_hi = (self.offset + self.bins) * self.width
+        if lo < cur_lo or hi >= cur_hi:
+            # cover the used bins and the new data only (empty bins are dropped)
+            nz = np.nonzero(self.counts)[0]
+            if nz.size:
+                lo = min(lo, (self.offset + int(nz[0])) * self.width)
+                hi = max(hi, (self.offset + int(nz[-1]) + 0.5) * self.width)
+            grid = self._grid_for(lo, hi, self.width)
             if grid is None:
                 return
-            self.width, self.offset = grid
-        else:
-            cur_lo = self.offset * self.width
-            cur_hi = (self.offset + self.bins) * self.width
-            if lo < cur_lo or hi >= cur_hi:
-                # cover the used bins and the new data only (empty bins are dropped)
-                nz = np.nonzero(self.counts)[0]
-                used_lo = (self.offset + int(nz[0])) * self.width
-                used_hi = (self.offset + int(nz[-1]) + 0.5) * self.width
-                grid = self._grid_for(min(lo, used_lo), max(hi, used_hi), self.width)
-                if grid is None:
-                    return
-                self._rebin(*grid)
-        idx = np.floor(a / self.width).astype(np.int64) - self.offset
-        np.clip(idx, 0, self.bins - 1, out=idx)
-        self.counts += np.bincount(idx, minlength=self.bins)
+            self._rebin(*grid)
+        # the width is a power of two: a / w is exact in the input's precision, so
+        # float32 data is binned exactly like its float64 copy would be
+        inv = 1.0 / self.width
+        for start in range(0, a.size, self._BLOCK):
+            blk = a[start : start + self._BLOCK] * a.dtype.type(inv)
+            np.floor(blk, out=blk)
+            idx = blk.astype(np.int64)
+            idx -= self.offset
+            np.clip(idx, 0, self.bins - 1, out=idx)
+            self.counts += np.bincount(idx, minlength=self.bins)
 
     def _rebin(self, width: float, offset: int) -> None:
         factor = int(round(width / self.width))
@@ -258,56 +278,94 @@ def _candidates(counts: np.ndarray, edges: np.ndarray, levels: int) -> list[tupl
 
 
 def entropy_range(counts: np.ndarray, edges: np.ndarray, levels: int = 255) -> Range:
-    """Clipping range minimizing KL(P || Q) (TensorRT's entropy calibration)."""
-    best = (math.inf, 0, counts.size)
-    counts = counts.copy()
+    """Clipping range minimizing KL(P || Q) (TensorRT's entropy calibration).
+
+    Every candidate window is evaluated in ``O(levels)`` from prefix sums rather
+    than bin by bin. With total mass ``T`` (P's mass), window mass ``W`` (Q's),
+    group masses ``M_g`` and non-empty bin counts ``N_g`` (group ``g`` of a window
+    of ``m`` bins holds bins ``ceil(g m / L) .. ceil((g + 1) m / L) - 1``), the
+    non-empty bins of group ``g`` all have ``q = M_g / N_g``, so
+
+        KL = (1/T) sum_i p_i log p_i - log T - (1/T) sum_i p_i log max(q_i / W, 1e-12)
+
+    where the first sum is a prefix sum of ``h log h`` corrected at the two edge
+    bins (which also hold the outliers), and the last one is
+    ``sum_g M_g log max(M_g / (N_g W), 1e-12)`` plus the outliers' terms.
+    """
+    counts = counts.astype(np.float64, copy=True)
     if edges[0] <= 0.0 < edges[-1]:
         # zero is exact in the quantized grid; the spike of exact zeros (ReLU outputs)
         # merged with its neighbours would dominate the divergence and force the
         # narrowest window, so its bin is left out of the comparison
         counts[int(np.searchsorted(edges, 0.0, side="right")) - 1] = 0.0
-    if counts.sum() <= 0:
+    total = float(counts.sum())
+    if total <= 0:
         return Range(float(edges[0]), float(edges[-1]))
-    total_nz = counts > 0
-    for l_, r_ in _candidates(counts, edges, levels):
-        window = counts[l_:r_]
-        p = window.copy()
-        p[0] += counts[:l_].sum()
-        p[-1] += counts[r_:].sum()
-        nz = total_nz[l_:r_]
-        m = p.size
-        # the candidate: the window without outliers, merged into `levels` groups and
-        # spread back over each group's non-empty bins
-        group = (np.arange(m) * levels) // m
-        g_mass = np.bincount(group, weights=window, minlength=levels)
-        g_nz = np.bincount(group, weights=nz.astype(np.float64), minlength=levels)
-        q = np.where(nz, g_mass[group] / np.maximum(g_nz[group], 1.0), 0.0)
-        if p.sum() <= 0 or q.sum() <= 0:
-            continue
-        ps = p / p.sum()
-        qs = q / q.sum()
-        mask = ps > 0
+    n = counts.size
+    cands = _candidates(counts, edges, levels)
+    lr = np.asarray(cands, dtype=np.int64).reshape(-1, 2)
+    left, right = lr[:, 0], lr[:, 1]
+    width = right - left
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hlogh = np.where(counts > 0, counts * np.log(counts), 0.0)
+    cs = np.concatenate([[0.0], np.cumsum(counts)])
+    cnz = np.concatenate([[0.0], np.cumsum(counts > 0)])
+    chl = np.concatenate([[0.0], np.cumsum(hlogh)])
+    mass = cs[right] - cs[left]  # W
+    out_l = cs[left]
+    out_r = total - cs[right]
+    w0, w1 = counts[left], counts[right - 1]
+    p0, p1 = w0 + out_l, w1 + out_r
+
+    def xlogx(x: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
-            kl = float(np.sum(ps[mask] * np.log(ps[mask] / np.maximum(qs[mask], 1e-12))))
-        if kl < best[0] - 1e-12:
-            best = (kl, l_, r_)
-    _, l_, r_ = best
+            return np.where(x > 0, x * np.log(x), 0.0)
+
+    a = chl[right] - chl[left] - xlogx(w0) - xlogx(w1) + xlogx(p0) + xlogx(p1)
+    # groups: [C, L] masses and non-empty counts
+    g = np.arange(levels + 1, dtype=np.int64)[None, :]
+    bound = np.minimum(-((-g * width[:, None]) // levels), width[:, None])
+    gstart = left[:, None] + bound
+    g_mass = cs[gstart[:, 1:]] - cs[gstart[:, :-1]]
+    g_nz = cnz[gstart[:, 1:]] - cnz[gstart[:, :-1]]
+    safe_w = np.where(mass > 0, mass, 1.0)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lq = np.log(np.maximum(g_mass / (np.maximum(g_nz, 1.0) * safe_w), 1e-12))
+    lq = np.where(g_nz > 0, lq, 0.0)
+    b = np.sum(g_mass * lq, axis=1)
+    rows = np.arange(len(cands))
+    log_tiny = math.log(1e-12)
+    for extra, w_edge, gi in (
+        (out_l, w0, np.zeros_like(width)),
+        (out_r, w1, ((width - 1) * levels) // np.maximum(width, 1)),
+    ):
+        b = b + np.where(
+            w_edge > 0, extra * lq[rows, gi], np.where(extra > 0, extra * log_tiny, 0.0)
+        )
+    kl = a / total - math.log(total) - b / total
+    kl = np.where(mass > 0, kl, np.inf)
+    if not np.isfinite(kl).any():
+        return Range(float(edges[0]), float(edges[n]))
+    # the first candidate within 1e-12 of the minimum, as a sequential search would keep
+    best = int(np.argmax(kl <= kl.min() + 1e-12))
+    l_, r_ = cands[best]
     return Range(float(edges[l_]), float(edges[r_]))
 
 
 def mse_range(counts: np.ndarray, edges: np.ndarray, levels: int = 255) -> Range:
     """Clipping range minimizing the expected squared quantization error."""
     centers = 0.5 * (edges[:-1] + edges[1:])
-    best = (math.inf, float(edges[0]), float(edges[-1]))
-    for l_, r_ in _candidates(counts, edges, levels):
-        lo, hi = float(min(edges[l_], 0.0)), float(max(edges[r_], 0.0))
-        if hi <= lo:
-            continue
-        step = (hi - lo) / levels
-        zp = round(-lo / step)
-        q = (np.clip(np.round(centers / step) + zp, 0, levels) - zp) * step
-        # within-bin rounding noise of a uniform density, when the bin is finer than the step
-        err = float(np.sum(counts * (centers - q) ** 2))
-        if err < best[0]:
-            best = (err, float(edges[l_]), float(edges[r_]))
-    return Range(best[1], best[2])
+    cands = _candidates(counts, edges, levels)
+    lr = np.asarray(cands, dtype=np.int64).reshape(-1, 2)
+    lo = np.minimum(edges[lr[:, 0]], 0.0)
+    hi = np.maximum(edges[lr[:, 1]], 0.0)
+    good = hi > lo
+    step = np.where(good, (hi - lo) / levels, 1.0)
+    zp = np.round(-lo / step)
+    qc = np.clip(np.round(centers[None, :] / step[:, None]) + zp[:, None], 0, levels) - zp[:, None]
+    q = qc * step[:, None]
+    err = np.where(good, np.sum(counts[None, :] * (centers[None, :] - q) ** 2, axis=1), np.inf)
+    if not np.isfinite(err).any():
+        return Range(float(edges[0]), float(edges[-1]))
+    best = int(np.argmin(err))
+    return Range(float(edges[lr[best, 0]]), float(edges[lr[best, 1]]))

@@ -167,7 +167,7 @@ def prepare(model: ir.Model, config: PrepareConfig | None = None) -> Prepared:
     if cfg.fold_bn:
         prep.folded_bn = fold_batchnorm(m)
     if cfg.onnxsim:
-        from onnxcomp.simplify import SimplifyConfig, simplify
+        from onnxcomp.simplification import SimplifyConfig, simplify
 
         try:
             simplified = simplify(m, SimplifyConfig(onnxsim=True, skip_fuse_bn=True))

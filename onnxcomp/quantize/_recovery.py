@@ -233,7 +233,7 @@ def _limited(data: Any, limit: int) -> Any:
 def _evaluate(
     float_model: ir.Model, qmodel: ir.Model, data: Any, cfg: Any
 ) -> tuple[bool, float, float | None]:
-    from onnxcomp.verify import VerifyConfig, verify
+    from onnxcomp.verification import VerifyConfig, verify
 
     ok = True
     cos = 1.0

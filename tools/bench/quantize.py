@@ -46,11 +46,13 @@ def _peak_rss_mb() -> float:
 
 def _iter_npz(path: str, n: int, input_names: list[str]):  # type: ignore[no-untyped-def]
     """Samples of an npz (samples on axis 0), cycled to n, each with a batch axis of 1."""
-    d = np.load(path)
-    keys = [k for k in d.files if k not in ("label", "labels")]
+    with np.load(path) as z:
+        keys = [k for k in z.files if k not in ("label", "labels")]
+        d = {k: z[k] for k in keys}  # read once: every z[k] would read the whole array again
     total = d[keys[0]].shape[0]
     for i in range(n):
-        yield {k: d[k][i % total][None] for k in keys}
+        # a copy: a view of one sample would keep the whole array alive
+        yield {k: d[k][i % total][None].copy() for k in keys}
 
 
 def worker(args: argparse.Namespace) -> None:
