@@ -223,8 +223,8 @@ def verify(reference: str, candidate: str, **kwargs: Any) -> None:
     """Compare CANDIDATE against REFERENCE on the same samples (exit 3 on a failed gate)."""
     from onnxcomp import io
     from onnxcomp.errors import GateFailedError
-    from onnxcomp.verify import Gates, VerifyConfig
-    from onnxcomp.verify import verify as run_verify
+    from onnxcomp.verification import Gates, VerifyConfig
+    from onnxcomp.verification import verify as run_verify
 
     data_opts = pop_data_options(kwargs)
     as_json = kwargs.pop("as_json")
@@ -269,10 +269,10 @@ def verify(reference: str, candidate: str, **kwargs: Any) -> None:
 def simplify(model: str, out: str, **kwargs: Any) -> None:
     """Normalize and simplify MODEL (constants to initializers, fixed shapes, onnxsim)."""
     from onnxcomp import io
-    from onnxcomp.simplify import SimplifyConfig
-    from onnxcomp.simplify import simplify as run_simplify
-    from onnxcomp.verify import VerifyConfig
-    from onnxcomp.verify import verify as run_verify
+    from onnxcomp.simplification import SimplifyConfig
+    from onnxcomp.simplification import simplify as run_simplify
+    from onnxcomp.verification import VerifyConfig
+    from onnxcomp.verification import verify as run_verify
 
     data_opts = pop_data_options(kwargs)
     shapes = io.parse_shape_spec(kwargs["shapes"])

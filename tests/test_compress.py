@@ -25,8 +25,8 @@ from onnxcomp.compress import (
 from onnxcomp.errors import GateFailedError
 from onnxcomp.prune import PruneConfig
 from onnxcomp.quantize import QuantizeConfig
-from onnxcomp.simplify import SimplifyConfig
-from onnxcomp.verify import Gates, VerifyConfig
+from onnxcomp.simplification import SimplifyConfig
+from onnxcomp.verification import Gates, VerifyConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = sorted((ROOT / "fixtures" / "recipes").glob("*.yaml"))
@@ -330,7 +330,7 @@ def test_small_pipeline_work_folder_and_resume(
     # resume: no step runs again (the capabilities would fail if called)
     import onnxcomp.prune
     import onnxcomp.quantize
-    import onnxcomp.verify
+    import onnxcomp.verification
 
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("a finished step ran again")

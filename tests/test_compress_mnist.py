@@ -20,7 +20,7 @@ from onnxcomp.cli import main
 from onnxcomp.data import open_data
 from onnxcomp.prune import PruneConfig, prune
 from onnxcomp.quantize import QuantizeConfig, quantize
-from onnxcomp.verify import VerifyConfig, verify
+from onnxcomp.verification import VerifyConfig, verify
 
 ROOT = Path(__file__).resolve().parent.parent
 MNIST = ROOT / "fixtures" / "mnist"

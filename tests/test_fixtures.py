@@ -14,7 +14,7 @@ from onnxcomp import io
 from onnxcomp.analysis import inspect_model
 from onnxcomp.cli import main
 from onnxcomp.data import open_data
-from onnxcomp.verify import VerifyConfig, verify
+from onnxcomp.verification import VerifyConfig, verify
 
 
 @pytest.mark.parametrize("path", GRAPHS + MNIST, ids=ids(GRAPHS + MNIST))

@@ -54,7 +54,7 @@ BIG = ("light_vgg19", "light_zfnet512")  # > 30 s each (mostly onnxsim on 500 MB
     ids=ids(LIGHT),
 )
 def test_light_prune(path: Path) -> None:
-    from onnxcomp.simplify import simplify
+    from onnxcomp.simplification import simplify
 
     if path.stem in BIG and os.environ.get("ONNXCOMP_SLOW") != "1":
         pytest.skip("large model; set ONNXCOMP_SLOW=1")

@@ -13,7 +13,7 @@ from onnxcomp import io
 from onnxcomp.data import open_data
 from onnxcomp.errors import InvalidInputError
 from onnxcomp.metrics import FidelityAccumulator
-from onnxcomp.verify import Gates, VerifyConfig, verify
+from onnxcomp.verification import Gates, VerifyConfig, verify
 
 
 def _perturbed(path: Path, out: Path, eps: float) -> Path:

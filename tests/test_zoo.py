@@ -11,7 +11,7 @@ from models import LIGHT, ZOO_DIR, ZOO_KEYS, ids
 from onnxcomp import io
 from onnxcomp.analysis import inspect_model
 from onnxcomp.data import open_data
-from onnxcomp.verify import VerifyConfig, verify
+from onnxcomp.verification import VerifyConfig, verify
 
 pytestmark = pytest.mark.zoo
 

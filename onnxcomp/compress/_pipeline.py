@@ -14,7 +14,7 @@ key and every later one, so only the unchanged prefix is skipped.
 Every produced model is measured the same way: parameters
 (:func:`~onnxcomp.analysis.count_params`), MACs
 (:func:`~onnxcomp.analysis.count_macs` on a shaped copy), file size, and with
-the recipe's ``measure`` data a :func:`~onnxcomp.verify.verify` run against the
+the recipe's ``measure`` data a :func:`~onnxcomp.verification.verify` run against the
 *input* model (fidelity, accuracy with labels, latency interleaved in one run,
 so the latency ratio is measured, not composed).
 """
@@ -307,7 +307,7 @@ def run_recipe(
         InvalidInputError: Unreadable model, bad data, a step the model does not allow.
     """
     from onnxcomp import io
-    from onnxcomp.verify import VerifyConfig, verify
+    from onnxcomp.verification import VerifyConfig, verify
 
     t_start = time.perf_counter()
     src = Path(model_path)
@@ -463,7 +463,7 @@ def _run_step(
         return _dataset(recipe.data[name], current) if name else None
 
     if step.kind == "simplify":
-        from onnxcomp.simplify import simplify
+        from onnxcomp.simplification import simplify
 
         return simplify(current, step.config)
     if step.kind == "prune":
@@ -484,7 +484,7 @@ def _run_step(
         return qres.model
     if step.kind == "verify":
         from onnxcomp import io
-        from onnxcomp.verify import verify
+        from onnxcomp.verification import verify
 
         ref_path = input_path if step.against == "input" else previous_path
         ref = io.load(ref_path)

@@ -187,8 +187,8 @@ def plain(obj: Any) -> Any:
 def _config_classes() -> dict[str, type]:
     from onnxcomp.prune import PruneConfig
     from onnxcomp.quantize import QuantizeConfig
-    from onnxcomp.simplify import SimplifyConfig
-    from onnxcomp.verify import Gates, VerifyConfig
+    from onnxcomp.simplification import SimplifyConfig
+    from onnxcomp.verification import Gates, VerifyConfig
 
     return {
         "simplify": SimplifyConfig,

@@ -629,7 +629,7 @@ def report(
 ) -> dict[str, Any]:
     """Params, MACs, size, latency before/after (same run) and fidelity on ``data``."""
     from onnxcomp.runtime import ModelRunner, measure_latency
-    from onnxcomp.verify import VerifyConfig, model_size, verify
+    from onnxcomp.verification import VerifyConfig, model_size, verify
 
     out: dict[str, Any] = {
         "params_before": plan.params_before,

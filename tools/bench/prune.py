@@ -7,7 +7,7 @@ For every graph fixture, the MNIST fixtures and the fetched ZOO models, at ratio
 same run, interleaved medians) and prune wall time. For the trained MNIST fixtures:
 accuracy on eval.npz without fine-tuning for l1, l2, bn and activation (each without /
 with the mean-contribution bias fold), l1 with the data-free fold, and reconstruction.
-Also: prune time of DenseNet-121 (onnx light model after onnxcomp.simplify).
+Also: prune time of DenseNet-121 (onnx light model after onnxcomp.simplification).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def accuracy_table() -> str:
 
 
 def densenet_time() -> str:
-    from onnxcomp.simplify import simplify
+    from onnxcomp.simplification import simplify
 
     path = LIGHT_DIR / "light_densenet121.onnx"
     model = simplify(io.load(path))
