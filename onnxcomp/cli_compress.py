@@ -91,7 +91,7 @@ def compress(model: str | None, out: str | None, **kw: Any) -> None:
         elif kind == "done":
             click.echo(f"step        {info['step']}: done in {info['seconds']:.1f} s", err=True)
 
-    progress = Progress("progress", enabled=not quiet)
+    progress = Progress("progress", enabled=not quiet, unit="")
     try:
         result = run_compress(
             model,

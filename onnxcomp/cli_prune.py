@@ -202,7 +202,7 @@ def prune(ctx: click.Context, model: str, **kw: Any) -> None:
         else:
             _print_plan(plan)
         return
-    progress = Progress("prune")
+    progress = Progress("reconstruct", unit="layers")
     try:
         result = run_prune(m, cfg, dataset, progress=progress)
     finally:

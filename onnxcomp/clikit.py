@@ -170,8 +170,9 @@ def build_dataset(model: Any, opts: dict[str, Any], *, required: bool = True) ->
 class Progress:
     """Progress on stderr: a live line on a terminal, every ~10% otherwise."""
 
-    def __init__(self, label: str, *, enabled: bool = True) -> None:
+    def __init__(self, label: str, *, enabled: bool = True, unit: str = "samples") -> None:
         self.label = label
+        self.unit = f" {unit}" if unit else ""
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
         self.t0 = time.perf_counter()
@@ -189,13 +190,13 @@ class Progress:
                 return
             self.last = now
             of = f"/{total}" if total else ""
-            click.echo(f"\r{self.label}: {done}{of} samples ({rate:.1f}/s)", err=True, nl=False)
+            click.echo(f"\r{self.label}: {done}{of}{self.unit} ({rate:.1f}/s)", err=True, nl=False)
             self.shown = True
         elif total:
             pct = int(100 * done / total) // 10 * 10
             if pct > self.last_pct:
                 self.last_pct = pct
-                click.echo(f"{self.label}: {done}/{total} samples ({rate:.1f}/s)", err=True)
+                click.echo(f"{self.label}: {done}/{total}{self.unit} ({rate:.1f}/s)", err=True)
 
     def close(self) -> None:
         if self.shown:
