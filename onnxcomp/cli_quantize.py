@@ -142,6 +142,13 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     "--top", type=int, default=15, show_default=True, help="Rows of the sensitivity report."
 )
 @click.option("--repeats", type=int, default=20, show_default=True, help="Latency runs (0 = skip).")
+@click.option(
+    "--latency-guard/--no-latency-guard",
+    default=True,
+    show_default=True,
+    help="When int8 is slower than float here, keep depthwise/tiny convs or non-MAC ops in "
+    "float if that is faster and still meets the targets; warn when nothing pays.",
+)
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads.")
 @click.option("--verify/--no-verify", "do_verify", default=True, show_default=True)
 @json_option
@@ -185,6 +192,7 @@ def quantize(model: str, out: str, **kw: Any) -> None:
         sensitivity=kw["report_kind"] == "sensitivity",
         verify=kw["do_verify"],
         latency_repeats=kw["repeats"],
+        latency_guard=kw["latency_guard"],
         threads=kw["threads"],
     )
     required = cfg.mode == "static" and not cfg.ranges
@@ -240,6 +248,20 @@ def _print(rep: Any, path: str, top: int) -> None:
         )
     elif rep.target_met is not None:
         click.echo(f"fallback    none needed (target {'met' if rep.target_met else 'NOT met'})")
+    g = rep.latency_guard
+    if g is not None:
+        if g.tried:
+            click.echo(
+                f"lat. guard  int8 {g.base_ratio:.2f}x float -> kept {g.chosen!r} "
+                f"({len(g.float_nodes)} more node(s) float, {g.ratio:.2f}x)"
+            )
+            for t in g.tried:
+                click.echo(
+                    f"  {t.name}: {len(t.nodes)} float node(s), {t.ratio:.2f}x, cosine "
+                    f"{t.cosine:.5f}{'' if t.meets_target else ' (fidelity not met)'}"
+                )
+        else:
+            click.echo(f"lat. guard  int8 {g.base_ratio:.2f}x float: nothing to change")
     v = rep.verify
     if v is not None:
         rows = [

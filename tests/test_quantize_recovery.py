@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
+import pytest
 from click.testing import CliRunner
 from conftest import model_from_text
 
@@ -196,3 +197,123 @@ def test_cli_target_cosine(tmp_path) -> None:  # type: ignore[no-untyped-def]
     )
     assert res.exit_code == 0, res.output
     assert "fallback" in res.output and "target met" in res.output
+
+
+# ---------------------------------------------------------------- latency guard
+
+
+def _dw_model() -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    return model_from_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N,4,8,8] x) => (float[N,8,8,8] y) {
+            a = Conv <group: int = 1, pads: ints = [1, 1, 1, 1]> (x, w1, b1)
+            h = HardSwish (a)
+            d = Conv <group: int = 8, pads: ints = [1, 1, 1, 1]> (h, wd, bd)
+            s = Sigmoid (d)
+            y = Conv <group: int = 1> (s, w2, b2)
+        }
+        """,
+        {
+            "w1": rng.standard_normal((8, 4, 3, 3)).astype(np.float32) * 0.3,
+            "b1": rng.standard_normal(8).astype(np.float32) * 0.1,
+            "wd": rng.standard_normal((8, 1, 3, 3)).astype(np.float32) * 0.3,
+            "bd": rng.standard_normal(8).astype(np.float32) * 0.1,
+            "w2": rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3,
+            "b2": rng.standard_normal(8).astype(np.float32) * 0.1,
+        },
+    )
+
+
+def _quantized_depthwise(m: ir.Model) -> int:
+    n = 0
+    for node in m.graph:
+        if node.op_type == "Conv" and node.attributes.get("group") is not None:
+            if node.attributes["group"].as_int() > 1:
+                w = node.inputs[1].producer()
+                n += int(w is not None and w.op_type == "DequantizeLinear")
+    return n
+
+
+def test_latency_guard_keeps_the_slow_depthwise_conv_float() -> None:
+    calls: list[int] = []
+
+    def fake(models: list[ir.Model]) -> list[float]:
+        # float 10 ms; int8 5 ms, plus 10 ms per quantized depthwise conv
+        calls.append(len(models))
+        return [10.0] + [5.0 + 10.0 * _quantized_depthwise(m) for m in models[1:]]
+
+    m = _dw_model()
+    data = [
+        {"x": np.random.default_rng(i).standard_normal((1, 4, 8, 8)).astype(np.float32)}
+        for i in range(8)
+    ]
+    r = quantize(
+        ir.serde.deserialize_model(m), data, QuantizeConfig(latency_repeats=0), latency_fn=fake
+    )
+    g = r.report.latency_guard
+    assert g is not None and calls[0] == 2 and len(calls) == 2
+    assert g.base_ratio == pytest.approx(1.5)
+    assert g.chosen == "depthwise" and g.ratio == pytest.approx(0.5) and g.pays
+    assert [t.name for t in g.tried][0] == "depthwise"
+    assert len(g.float_nodes) == 1 and _quantized_depthwise(r.model) == 0
+    assert any("latency guard" in w for w in r.report.warnings)
+    assert not any("consider not quantizing" in w for w in r.report.warnings)
+    proto = io.to_proto(r.model)
+    onnx.checker.check_model(proto, full_check=True)
+    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    a, b = ref.run(None, data[0])[0].ravel(), got.run(None, data[0])[0].ravel()
+    assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.99
+    assert r.report.to_dict()["latency_guard"]["chosen"] == "depthwise"
+
+
+def test_latency_guard_says_when_nothing_pays() -> None:
+    def fake(models: list[ir.Model]) -> list[float]:
+        return [1.0] + [2.0] * (len(models) - 1)
+
+    data = [
+        {"x": np.random.default_rng(i).standard_normal((1, 4, 8, 8)).astype(np.float32)}
+        for i in range(4)
+    ]
+    r = quantize(
+        ir.serde.deserialize_model(_dw_model()),
+        data,
+        QuantizeConfig(latency_repeats=0),
+        latency_fn=fake,
+    )
+    g = r.report.latency_guard
+    assert g.chosen == "base" and not g.pays and g.ratio == pytest.approx(2.0)
+    assert {t.name for t in g.tried} >= {"depthwise", "mac-only"}
+    assert any("int8 is slower than float on this machine" in w for w in r.report.warnings)
+    assert _quantized_depthwise(r.model) == 1
+
+
+def test_latency_guard_does_nothing_when_int8_is_faster() -> None:
+    def fake(models: list[ir.Model]) -> list[float]:
+        return [2.0] + [1.0] * (len(models) - 1)
+
+    data = [{"x": np.ones((1, 4, 8, 8), np.float32)}]
+    r = quantize(
+        ir.serde.deserialize_model(_dw_model()),
+        data,
+        QuantizeConfig(latency_repeats=0),
+        latency_fn=fake,
+    )
+    assert r.report.latency_guard.tried == [] and r.report.latency_guard.pays
+
+
+def test_guard_variants_are_cumulative_and_deduplicated() -> None:
+    from onnxcomp.quantize._latency import variants
+
+    model = ir.serde.deserialize_model(_dw_model())
+    from onnxcomp.quantize._plan import name_nodes
+
+    name_nodes(model)
+    vs = dict(variants(model, set()))
+    ops = {n.name: n.op_type for n in model.graph}
+    assert [ops[n] for n in vs["depthwise"]] == ["Conv"]
+    # the 1x1 conv of 8 inputs (8 MACs per output) and the 4x3x3 conv (36) are tiny too
+    assert len(vs["tiny"]) == 3
+    assert sorted(ops[n] for n in vs["mac-only"]) == ["HardSwish", "Sigmoid"]

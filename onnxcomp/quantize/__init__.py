@@ -104,7 +104,10 @@ class QuantizeConfig:
         eval_limit: Samples used by sensitivity analysis and the fallback loop.
         sensitivity: Compute the per-tensor sensitivity report.
         verify: Compare the result with the float model (fidelity, size, latency).
-        latency_repeats: Latency runs of the verification (0 = skip).
+        latency_repeats: Latency runs of the verification and the latency guard (0 = skip).
+        latency_guard: When int8 is slower than float here, try keeping depthwise/tiny
+            convs and non-MAC ops in float and keep the fastest variant that meets the
+            fidelity targets (pitfall 7); say so when nothing pays.
         threads: ONNX Runtime intra-op threads.
     """
 
@@ -140,6 +143,7 @@ class QuantizeConfig:
     sensitivity: bool = False
     verify: bool = True
     latency_repeats: int = 20
+    latency_guard: bool = True
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -198,6 +202,7 @@ class QuantizeReport:
     verify: Any = None
     calibration_state_bytes: int = 0
     reduce_range: bool = False
+    latency_guard: Any = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -220,6 +225,7 @@ class QuantizeReport:
             "target_met": self.target_met,
             "warnings": self.warnings,
             "calibration_state_bytes": self.calibration_state_bytes,
+            "latency_guard": self.latency_guard.to_dict() if self.latency_guard else None,
             "verify": self.verify.to_dict() if self.verify is not None else None,
         }
 
@@ -296,6 +302,7 @@ def quantize(
     *,
     eval_data: Any = None,
     progress: Progress | None = None,
+    latency_fn: Any = None,
 ) -> QuantizeResult:
     """Quantize ``model`` to int8.
 
@@ -308,6 +315,8 @@ def quantize(
         eval_data: Samples (with labels for ``max_drop``) for verification and
             fallback; defaults to ``data``.
         progress: Called with (samples done, total or None) during calibration.
+        latency_fn: Latency of a list of models (float first), for the latency guard;
+            default: ONNX Runtime on the first evaluation sample.
 
     Raises:
         InvalidInputError / DataError / CalibrationError: Bad options or samples.
@@ -483,6 +492,8 @@ def quantize(
                 report.warnings.append(
                     f"target not met after keeping {len(rec.fallback)} node(s) in float"
                 )
+        if cfg.latency_guard and evalset is not None and (cfg.latency_repeats > 0 or latency_fn):
+            qmodel = _latency_guard(cfg, float_model, qmodel, build, report, evalset, latency_fn)
         report.quantized_nodes = count_quantized(qmodel)
     if cfg.verify and evalset is not None:
         from onnxcomp.verification import VerifyConfig, verify
@@ -494,9 +505,63 @@ def quantize(
             VerifyConfig(latency_repeats=cfg.latency_repeats, threads=cfg.threads),
         )
         lr = report.verify.latency_ratio
-        if lr is not None and lr > 1.05:
+        if lr is not None and lr > 1.05 and report.latency_guard is None:
             report.warnings.append(
                 f"the int8 model is {lr:.2f}x the float latency here; quantization does not pay on "
                 "this model/CPU (consider --exclude for small layers or keeping float)"
             )
     return QuantizeResult(qmodel, report)
+
+
+def _latency_guard(
+    cfg: QuantizeConfig,
+    float_model: ir.Model,
+    qmodel: ir.Model,
+    build: Callable[[Sequence[str]], ir.Model],
+    report: QuantizeReport,
+    evalset: Any,
+    latency_fn: Any,
+) -> ir.Model:
+    """Pitfall 7: keep in float what makes int8 slower than float (see :mod:`._latency`)."""
+    from onnxcomp.quantize import _latency, _recovery
+    from onnxcomp.runtime import iter_batches
+
+    if latency_fn is None:
+        first = next(iter(iter_batches(evalset.samples(), evalset.specs, 1)), None)
+        if first is None:
+            return qmodel
+        latency_fn = _latency.measured_latency(first.feed, cfg.latency_repeats, cfg.threads)
+    probe = replace(cfg, target_cosine=-1.0 if cfg.target_cosine is None else cfg.target_cosine)
+    targets = cfg.target_cosine is not None or cfg.max_drop is not None
+    base_cos: list[float] = []
+
+    def fidelity(m: ir.Model) -> tuple[bool, float]:
+        if not base_cos:
+            base_cos.append(_recovery._evaluate(float_model, qmodel, evalset, probe)[1])
+        ok, cos, _ = _recovery._evaluate(float_model, m, evalset, probe)
+        if not targets:
+            # no target: the variant must be about as faithful as the full int8 model
+            ok = cos >= base_cos[0] - 1e-3
+        return ok, cos
+
+    res = _latency.guard(
+        float_model=float_model,
+        qmodel=qmodel,
+        build=build,
+        kept=report.fallback,
+        skip={e.node for e in report.excluded},
+        latency=latency_fn,
+        fidelity=fidelity,
+    )
+    report.latency_guard = res
+    if res.chosen != "base":
+        report.warnings.append(
+            f"latency guard: int8 was {res.base_ratio:.2f}x float; keeping {len(res.float_nodes)} "
+            f"node(s) in float ({res.chosen}) gives {res.ratio:.2f}x"
+        )
+    if not res.pays:
+        report.warnings.append(
+            f"int8 is slower than float on this machine ({res.ratio:.2f}x float latency at best); "
+            "consider not quantizing"
+        )
+    return res.model

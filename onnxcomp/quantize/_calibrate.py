@@ -146,6 +146,7 @@ def _stats_model(
         if x is None:
             continue
         src = x
+        added: list[ir.Node] = []
         if (x.dtype or types.get(name)) != ir.DataType.FLOAT:
             cast = ir.Node(
                 "",
@@ -155,7 +156,7 @@ def _stats_model(
                 name=_unique(taken, f"{name}__calib_cast"),
             )
             cast.outputs[0].name = _unique(taken, f"{name}__calib_f32")
-            graph.append(cast)
+            added.append(cast)
             src = cast.outputs[0]
         outs: dict[str, str] = {}
         for op, key in (("ReduceMin", "min"), ("ReduceMax", "max"), ("ReduceSum", "sum")):
@@ -170,17 +171,64 @@ def _stats_model(
             v.name = _unique(taken, f"{name}__calib_{key}")
             v.dtype = ir.DataType.FLOAT
             v.shape = ir.Shape([])
-            graph.append(node)
+            added.append(node)
             graph.outputs.append(v)
             outs[key] = v.name
         shp = ir.Node("", "Shape", [x], name=_unique(taken, f"{name}__calib_shape"))
         sv = shp.outputs[0]
         sv.name = _unique(taken, f"{name}__calib_shape")
         sv.dtype = ir.DataType.INT64
-        graph.append(shp)
+        added.append(shp)
         graph.outputs.append(sv)
+        # right after the producer: the activation can be freed as soon as its own
+        # consumers are done (appended at the end, every activation would stay alive)
+        producer = x.producer()
+        if producer is not None and producer.graph is graph:
+            graph.insert_after(producer, added)
+        else:
+            graph.insert_before(next(iter(graph)), added) if len(graph) else graph.extend(added)
         out[name] = _StatOutputs(outs["min"], outs["max"], outs["sum"], sv.name)
     return copy, out
+
+
+class _StatsRunner(ModelRunner):
+    """A runner whose session uses ONNX Runtime's priority-based execution order.
+
+    With the default order ONNX Runtime runs the appended Reduce/Shape nodes
+    (whose only consumers are graph outputs) at the very end, keeping every
+    activation alive: 2.5 GB instead of 0.36 GB on a 320x320 text detector at
+    batch 8. The priority-based order runs them right after their producer.
+    """
+
+    def __init__(self, model: ir.Model, *, threads: int | None = None, name: str = "") -> None:
+        import onnxruntime as ort
+
+        from onnxcomp import io
+        from onnxcomp.errors import UnsupportedModelError
+
+        if io.model_nbytes(model) > io.PROTOBUF_LIMIT:
+            super().__init__(model, threads=threads, name=name)
+            return
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(
+                ir.serde.serialize_model(model).SerializeToString(),
+                so,
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as e:
+            msg = " ".join(str(e).split())
+            raise UnsupportedModelError(
+                f"{name}: onnxruntime cannot load the model: {msg[:400]}"
+            ) from e
+        self.name = name or "model"
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_names = [i.name for i in self.session.get_inputs()]
 
 
 def _inferred_dtypes(model: ir.Model) -> dict[str, ir.DataType]:
@@ -327,7 +375,7 @@ def calibrate(
 
     # ---- pass 1: min/max/sum/shape inside the graph
     stats_model, stat_out = _stats_model(model, reducible, direct, types)
-    runner = ModelRunner(stats_model, threads=threads, name="calibration model")
+    runner = _StatsRunner(stats_model, threads=threads, name="calibration model")
     available = set(runner.output_names) | set(runner.input_names)
     direct = [n for n in direct if n in available]
     mins: dict[str, float] = {}
