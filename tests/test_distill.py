@@ -31,7 +31,7 @@ from onnxcomp.distill import (
 from onnxcomp.distill import _label as label_mod
 from onnxcomp.distill._label import topk_from_logits
 from onnxcomp.errors import DataError, InvalidInputError, UnsupportedModelError
-from tests.conftest import model_from_text
+from conftest import model_from_text
 
 C = 12
 D = 16
