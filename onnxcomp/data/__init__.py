@@ -121,17 +121,21 @@ class Dataset:
         for i, raw in enumerate(self.source):
             if self.limit is not None and i >= self.limit:
                 break
-            where = f"sample {i} of {self.description}"
-            if self.transform is not None:
-                try:
-                    raw = self.transform(raw)
-                except Exception as e:
-                    raise DataError(f"{where}: transform failed: {e}") from e
-            feed, label = to_feed(raw, self.specs, where, check_finite=self.check_finite)
             count += 1
-            yield Sample(i, feed, label)
+            yield self.validate(i, raw)
         if count == 0:
             raise DataError(f"{self.description}: no samples")
+
+    def validate(self, index: int, raw: Mapping[str, Any]) -> Sample:
+        """Apply the transform to raw sample ``index`` and validate it into a Sample."""
+        where = f"sample {index} of {self.description}"
+        if self.transform is not None:
+            try:
+                raw = self.transform(raw)
+            except Exception as e:
+                raise DataError(f"{where}: transform failed: {e}") from e
+        feed, label = to_feed(raw, self.specs, where, check_finite=self.check_finite)
+        return Sample(index, feed, label)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
         for s in self.samples():
