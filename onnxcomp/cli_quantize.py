@@ -143,6 +143,12 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option("--repeats", type=int, default=20, show_default=True, help="Latency runs (0 = skip).")
 @click.option(
+    "--float-affine/--quantize-affine",
+    default=True,
+    show_default=True,
+    help="Keep Add/Mul/Sub/Div with a constant operand in float.",
+)
+@click.option(
     "--latency-guard/--no-latency-guard",
     default=True,
     show_default=True,
@@ -193,6 +199,7 @@ def quantize(model: str, out: str, **kw: Any) -> None:
         verify=kw["do_verify"],
         latency_repeats=kw["repeats"],
         latency_guard=kw["latency_guard"],
+        float_affine=kw["float_affine"],
         threads=kw["threads"],
     )
     required = cfg.mode == "static" and not cfg.ranges

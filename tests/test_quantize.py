@@ -468,3 +468,42 @@ def test_cli_bad_data_exit_2(tmp_path: Path, conv_path: Path, kind: str) -> None
     assert res.output.strip().startswith("error:") or "error:" in res.output
     assert "Traceback" not in res.output
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_plan_keeps_final_softmax_attention_and_affine_float() -> None:
+    from onnxcomp.quantize._plan import name_nodes, plan_exclusions
+
+    m = model_from_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N,4,8] x) => (float[N,4,8] y) {
+            q = MatMul (x, wq)
+            k = MatMul (x, wk)
+            kt = Transpose <perm: ints = [0, 2, 1]> (k)
+            s = MatMul (q, kt)
+            a = Softmax <axis: int = -1> (s)
+            o = MatMul (a, x)
+            o2 = Mul (o, scale)
+            y = Softmax <axis: int = -1> (o2)
+        }
+        """,
+        {
+            "wq": np.eye(8, dtype=np.float32),
+            "wk": np.eye(8, dtype=np.float32),
+            "scale": np.full(8, 0.5, np.float32),
+        },
+    )
+    model = _to_ir(m)
+    name_nodes(model)
+    plan = {e.node: e for e in plan_exclusions(model, {})}
+    ops = {n.name: n.op_type for n in model.graph}
+    kept = sorted(ops[n] for n in plan)
+    # s = q k^T, o = a x, the attention Softmax, the final Softmax and the affine Mul
+    assert kept == ["MatMul", "MatMul", "Mul", "Softmax", "Softmax"]
+    assert "wq" not in plan and not any(ops[n] == "Transpose" for n in plan)
+    plan2 = plan_exclusions(model, {}, float_affine=False)
+    assert "Mul" not in {ops[e.node] for e in plan2}
+    r = quantize(
+        model, [{"x": np.random.default_rng(0).standard_normal((1, 4, 8)).astype(np.float32)}], FAST
+    )
+    _check(r.model)

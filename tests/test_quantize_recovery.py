@@ -53,10 +53,10 @@ def sensitive_model() -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]]]:
 
 def test_fallback_meets_target_and_reports_nodes() -> None:
     m, data = sensitive_model()
-    plain = quantize(_ir(m), data, QuantizeConfig(latency_repeats=0))
+    plain = quantize(_ir(m), data, QuantizeConfig(latency_repeats=0, float_affine=False))
     assert plain.report.verify.min_cosine < 0.5
     r = quantize(
-        _ir(m), data, QuantizeConfig(latency_repeats=0, target_cosine=0.97, sensitivity=True)
+        _ir(m), data, QuantizeConfig(latency_repeats=0, float_affine=False, target_cosine=0.97, sensitivity=True)
     )
     assert r.report.target_met is True
     assert r.report.verify.min_cosine >= 0.97
@@ -253,7 +253,7 @@ def test_latency_guard_keeps_the_slow_depthwise_conv_float() -> None:
         ir.serde.deserialize_model(m), data, QuantizeConfig(latency_repeats=0), latency_fn=fake
     )
     g = r.report.latency_guard
-    assert g is not None and calls[0] == 2 and len(calls) == 2
+    assert g is not None and calls[0] == 2 and calls[-1] == 3 and len(calls) == 3
     assert g.base_ratio == pytest.approx(1.5)
     assert g.chosen == "depthwise" and g.ratio == pytest.approx(0.5) and g.pays
     assert [t.name for t in g.tried][0] == "depthwise"
