@@ -14,7 +14,7 @@ from onnxcomp import io
 from onnxcomp.prune import PruneConfig, masked_reference, prune
 from onnxcomp.runtime import create_session
 
-BLOCKS = ("conv", "residual", "concat", "grouped", "depthwise", "split")
+BLOCKS = ("conv", "residual", "concat", "grouped", "depthwise", "split", "shuffle")
 
 
 def build(blocks: list[tuple[str, int]], seed: int) -> onnx.ModelProto:
@@ -72,6 +72,23 @@ def build(blocks: list[tuple[str, int]], seed: int) -> onnx.ModelProto:
             m = name("mul")
             nodes.append(helper.make_node("Mul", [s1, s2], [m], name=m))
             x, c = m, width
+        elif kind == "shuffle":  # ShuffleNet unit: grouped -> shuffle -> depthwise -> grouped, residual
+            g = 2 + width % 2
+            mid = g * width
+            a = conv(x, c, mid, group=g if c % g == 0 else 1)
+            s1, t, s2 = name("s"), name("t"), name("s")
+            shp1 = name("shape")
+            inits.append(numpy_helper.from_array(np.array([0, g, width, 8, 8], np.int64), shp1))
+            shp2 = name("shape")
+            inits.append(numpy_helper.from_array(np.array([0, -1, 8, 8], np.int64), shp2))
+            nodes.append(helper.make_node("Reshape", [a, shp1], [s1], name=s1))
+            nodes.append(helper.make_node("Transpose", [s1], [t], perm=[0, 2, 1, 3, 4], name=t))
+            nodes.append(helper.make_node("Reshape", [t, shp2], [s2], name=s2))
+            d = conv(s2, mid, mid, group=mid)
+            e = conv(d, mid, mid, group=g, bn=True)
+            s = name("add")
+            nodes.append(helper.make_node("Add", [e, a], [s], name=s))
+            x, c = s, mid
     p = name("gap")
     nodes.append(helper.make_node("GlobalAveragePool", [x], [p], name=p))
     f = name("flat")

@@ -160,6 +160,13 @@ def _apply_edit(an: Analysis, node: ir.Node, ed: object, keep: Keep, cache: dict
         shape = shape_v.const_value.numpy().copy()
         shape[ed.get("axis")] = kept.size
         set_const_input(graph, node, 1, shape)
+    elif ed.kind == "reshape_split":  # channel shuffle: [.., C, ..] -> [.., g, C/g, ..]
+        kept, _ = _keep_for(an, ed.get("value"), keep, cache)
+        shape_v = node.inputs[1]
+        assert shape_v is not None and shape_v.const_value is not None
+        shape = shape_v.const_value.numpy().copy()
+        shape[ed.get("axis")] = kept.size // ed.get("parts")
+        set_const_input(graph, node, 1, shape)
     elif ed.kind == "split":
         sizes = [int(_keep_for(an, name, keep, cache)[0].size) for name in ed.get("outputs")]
         arr = np.asarray(sizes, dtype=np.int64)

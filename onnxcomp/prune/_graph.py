@@ -25,6 +25,24 @@ and the reason is kept for the plan.
 Handlers also record what must be rewritten when channels go away: parameter
 slices (a constant input of a node, an axis, and the tensor whose layout gives
 the kept elements) and edits of attributes/shape constants.
+
+Grouped convolutions add **balance constraints** ``(layout, p)``: the kept
+elements of the layout must fall equally into its ``p`` equal blocks (a grouped
+conv's output channels; the input of a grouped conv, whose layout may be
+permuted, e.g. by a channel shuffle). Per constraint every unit ``u`` has a
+count vector ``v_u`` (its elements per block); the removed units must have a
+uniform summed vector. After propagation, units whose vectors straddle blocks
+(neither uniform nor one block) are tied together when their vectors sum to a
+uniform one (ShuffleNet with ``C/g`` not a multiple of ``g``); the plan then
+keeps equal counts per block (``_plan.py``).
+
+A **channel shuffle** ``Reshape [N,C,...] -> [N,g,C/g,...]``, ``Transpose``
+swapping the two, ``Reshape`` back, moves element ``i*(C/g) + j`` to
+``j*g + i``. The elements ``{i*(C/g) + j : i < g}`` are tied (one unit per
+``j``), so the kept set is ``{i*(C/g) + j : j in J}`` for a common ``J``:
+the pruned tensor has ``C' = g*|J|`` channels, the pruned shuffle (shape
+constants rewritten to ``|J|`` and ``g*|J|``) is still a shuffle, and it keeps
+the relative order of the kept elements (``j_k*g + i`` sorts like ``k*g + i``).
 """
 
 from __future__ import annotations
@@ -132,6 +150,15 @@ class ParamSlice:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """The kept elements of ``value``'s layout must fall equally into ``parts`` equal blocks."""
+
+    value: str
+    parts: int
+    where: str
+
+
+@dataclass(frozen=True)
 class Edit:
     """An attribute or shape constant to rewrite (``kind`` names the rewrite)."""
 
@@ -183,6 +210,7 @@ class Analysis:
     space_sets: UnionFind
     nodes: dict[str, ir.Node]
     values: dict[str, ir.Value]
+    constraints: list[Constraint] = field(default_factory=list)
 
     def group_of(self, space: int) -> int:
         return self.space_sets.find(space)
@@ -202,8 +230,33 @@ class Analysis:
         nodes = {str(n.name): n for n in model.graph}
         values = ir.convenience.create_value_mapping(model.graph)
         return Analysis(
-            model, self.spaces, self.layouts, self.slices, self.edits, self.channels, self.space_sets, nodes, values
+            model,
+            self.spaces,
+            self.layouts,
+            self.slices,
+            self.edits,
+            self.channels,
+            self.space_sets,
+            nodes,
+            values,
+            self.constraints,
         )
+
+    def balance_constraints(self) -> list[tuple[Layout, int, str]]:
+        """Every balance constraint as ``(layout, parts, where)``."""
+        out = []
+        for s in self.spaces:
+            if s.partition > 1 and s.node:
+                out.append((Layout(1, (Segment(s.id, 0, s.size, 1),)), s.partition, f"{s.op_type} {s.node!r} output groups"))
+        for c in self.constraints:
+            lay = self.layouts.get(c.value)
+            if lay is not None:
+                out.append((lay, c.parts, c.where))
+        return out
+
+    def unit_vectors(self, layout: Layout, parts: int) -> dict[int, np.ndarray]:
+        """Unit -> its number of elements in each of the ``parts`` blocks of ``layout``."""
+        return unit_vectors(self.channels, self.spaces, layout, parts)
 
     def space_by_key(self) -> dict[str, Space]:
         return {s.key: s for s in self.spaces if s.node}
@@ -222,6 +275,7 @@ class Context:
         self.channels = UnionFind()
         self.space_sets = UnionFind()
         self.accepted: set[int] = set()
+        self.constraints: list[Constraint] = []
         self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 13))
 
     # ----------------------------------------------------------- queries
@@ -344,6 +398,68 @@ class Context:
     def edit(self, kind: str, node: ir.Node, **data: Any) -> None:
         self.edits.append(Edit(kind, str(node.name), tuple(sorted(data.items()))))
 
+    def balance(self, value: ir.Value, parts: int, where: str) -> None:
+        """Require the kept elements of ``value`` to fall equally into ``parts`` blocks."""
+        self.constraints.append(Constraint(str(value.name), parts, where))
+
+    def tie_elements(self, layout: Layout, positions: Sequence[int]) -> None:
+        """Tie the channels at the given element positions of ``layout`` into one unit."""
+        owners = list(_element_owners(layout))
+        first = owners[positions[0]]
+        for p in positions[1:]:
+            o = owners[p]
+            self.channels.union(self.spaces[first[0]].offset + first[1], self.spaces[o[0]].offset + o[1])
+            self.space_sets.union(first[0], o[0])
+
+
+def _element_owners(layout: Layout) -> Iterable[tuple[int, int]]:
+    """``(space, channel)`` of every element along the channel axis."""
+    for s in layout.segments:
+        for k in range(s.count):
+            for _ in range(s.rep):
+                yield s.space, s.start + k
+
+
+def unit_vectors(channels: UnionFind, spaces: list[Space], layout: Layout, parts: int) -> dict[int, np.ndarray]:
+    """Unit -> number of its elements in each of the ``parts`` equal blocks of ``layout``."""
+    block = layout.size // parts
+    out: dict[int, np.ndarray] = {}
+    for pos, (sid, ch) in enumerate(_element_owners(layout)):
+        u = channels.find(spaces[sid].offset + ch)
+        vec = out.get(u)
+        if vec is None:
+            vec = out[u] = np.zeros(parts, dtype=np.int64)
+        vec[pos // block] += 1
+    return out
+
+
+def _space_of(an: Analysis, channel: int) -> int:
+    import bisect
+
+    offsets = [s.offset for s in an.spaces]
+    return bisect.bisect_right(offsets, channel) - 1
+
+
+def _tie_straddlers(an: Analysis) -> None:
+    """Tie units straddling blocks of a balance constraint when together they are balanced."""
+    for _ in range(8):
+        changed = False
+        for layout, parts, _where in an.balance_constraints():
+            if layout.size % parts:
+                continue
+            vecs = an.unit_vectors(layout, parts)
+            odd = [u for u, v in vecs.items() if v.min() != v.max() and np.count_nonzero(v) > 1]
+            if len(odd) < 2:
+                continue
+            total = sum(vecs[u] for u in odd)
+            if total.min() == total.max():
+                for u in odd[1:]:
+                    an.channels.union(odd[0], u)
+                    an.space_sets.union(_space_of(an, odd[0]), _space_of(an, u))
+                changed = True
+        if not changed:
+            return
+
 
 def _runs(layout: Layout) -> Iterable[tuple[int, Segment]]:
     pos = 0
@@ -425,9 +541,20 @@ def analyze(model: ir.Model, *, ignore: Sequence[str] = ()) -> Analysis:
         for user in v.consumers():
             if id(user) not in main_nodes:
                 ctx.block(layout, f"used inside a subgraph of {user.op_type} {user.name!r}")
-    return Analysis(
-        model, ctx.spaces, ctx.layouts, ctx.slices, ctx.edits, ctx.channels, ctx.space_sets, nodes, values
+    an = Analysis(
+        model,
+        ctx.spaces,
+        ctx.layouts,
+        ctx.slices,
+        ctx.edits,
+        ctx.channels,
+        ctx.space_sets,
+        nodes,
+        values,
+        ctx.constraints,
     )
+    _tie_straddlers(an)
+    return an
 
 
 class _Stop(Exception):

@@ -24,7 +24,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
-from onnxcomp.prune._graph import Context, Layout, stop
+from onnxcomp.prune._graph import Context, Layout, Segment, stop
 
 __all__ = ["HANDLERS", "register"]
 
@@ -108,6 +108,11 @@ def conv(ctx: Context, node: ir.Node) -> None:
             sp = ctx.spaces[seg[0].space]
             if len(seg) == 1 and seg[0].start == 0 and seg[0].count == sp.size and seg[0].rep == 1 and sp.size % g == 0:
                 sp.partition = math.lcm(sp.partition, g)
+                ctx.accept(0)
+                ctx.slice(node, 1, 1, x, "in", groups=g, group_axis=0)
+            elif lay.size % g == 0:
+                # permuted or composed channels (channel shuffle, concat): balanced per group block
+                ctx.balance(x, g, f"Conv {node.name!r} (group={g})")
                 ctx.accept(0)
                 ctx.slice(node, 1, 1, x, "in", groups=g, group_axis=0)
             # else: not accepted -> the input channels are blocked
@@ -362,17 +367,82 @@ def _reshape_layout(lay: Layout, in_shape: tuple[int | None, ...], out_shape: tu
     raise stop(f"reshape {list(in_shape)} -> {list(out_shape)} mixes channels")
 
 
-def _is_channel_shuffle(node: ir.Node, axis: int, in_shape: tuple[int | None, ...], out_shape: tuple[int | None, ...]) -> bool:
-    """Reshape splitting the channel axis into (g, C/g), followed by a Transpose swapping the two."""
+def _shuffle_pattern(
+    ctx: Context, node: ir.Node, axis: int, in_shape: tuple[int | None, ...], out_shape: tuple[int | None, ...]
+) -> tuple[ir.Node, ir.Node, int, int] | None:
+    """``(transpose, reshape_back, g, m)`` when ``node`` starts a channel shuffle.
+
+    The pattern: this Reshape splits the channel axis into ``(g, m)``, a Transpose
+    swaps the two axes (and nothing else), a Reshape merges them back into the
+    original shape. Intermediate tensors feed nothing else.
+    """
     if node.op_type != "Reshape" or len(out_shape) != len(in_shape) + 1:
-        return False
+        return None
     if out_shape[:axis] != in_shape[:axis] or out_shape[axis + 2 :] != in_shape[axis + 1 :]:
-        return False
-    users = node.outputs[0].consumers()
-    if len(users) != 1 or users[0].op_type != "Transpose":
-        return False
-    perm = _ints(users[0], "perm")
-    return perm is not None and perm[axis] == axis + 1 and perm[axis + 1] == axis
+        return None
+    g, m = out_shape[axis], out_shape[axis + 1]
+    if g is None or m is None or g * m != in_shape[axis]:
+        return None
+    mid = node.outputs[0]
+    users = mid.consumers()
+    if len(users) != 1 or users[0].op_type != "Transpose" or mid.is_graph_output():
+        return None
+    tr = users[0]
+    perm = _ints(tr, "perm")
+    want = list(range(len(out_shape)))
+    want[axis], want[axis + 1] = axis + 1, axis
+    if perm != want:
+        return None
+    t_out = tr.outputs[0]
+    users = t_out.consumers()
+    if len(users) != 1 or users[0].op_type != "Reshape" or t_out.is_graph_output():
+        return None
+    back = users[0]
+    if back.inputs[0] is not t_out or ctx.shape(back.outputs[0]) != in_shape:
+        return None
+    return tr, back, int(g), int(m)
+
+
+def _shuffle(ctx: Context, node: ir.Node, lay: Layout, pattern: tuple[ir.Node, ir.Node, int, int]) -> None:
+    """Channel shuffle: element ``i*m + j`` moves to ``j*g + i``; ``{i*m + j : i}`` are tied."""
+    _tr, back, g, m = pattern
+    a = lay.axis
+    s1, s2 = ctx.const(node.inputs[1]), ctx.const(back.inputs[1])
+    if s1 is None or s2 is None:
+        raise stop("channel shuffle: target shapes are not constants")
+    s1, s2 = [int(d) for d in s1], [int(d) for d in s2]
+    for n, s in ((node, s1), (back, s2)):
+        if _int(n, "allowzero", 0) and 0 in s:
+            raise stop("channel shuffle: allowzero with zeros in the shape")
+    rank = _rank_of(ctx, node.inputs[0])
+    if len(s1) != rank + 1 or len(s2) != rank:
+        raise stop("channel shuffle: target shape rank mismatch")
+    if s1[a] not in (g, -1) or s1[a + 1] not in (m, -1) or s2[a] not in (g * m, -1):
+        raise stop(f"channel shuffle: shape entries {s1[a]}, {s1[a + 1]}, {s2[a]} on the channel axes (0 copies)")
+    owners = [(s.space, s.start + k) for s in lay.segments for k in range(s.count) for _ in range(s.rep)]
+    for j in range(m):
+        ctx.tie_elements(lay, [i * m + j for i in range(g)])
+    moved = [owners[i * m + j] for j in range(m) for i in range(g)]
+    segs: list[Segment] = []
+    for sid, ch in moved:  # run-length: channel blocks, then consecutive channels
+        if segs and segs[-1].space == sid and segs[-1].count == 1 and segs[-1].start == ch:
+            last = segs[-1]
+            segs[-1] = Segment(sid, ch, 1, last.rep + 1)
+        else:
+            segs.append(Segment(sid, ch, 1, 1))
+    merged: list[Segment] = []
+    for seg in segs:
+        if merged and merged[-1].space == seg.space and merged[-1].rep == seg.rep and merged[-1].start + merged[-1].count == seg.start:
+            last = merged[-1]
+            merged[-1] = Segment(seg.space, last.start, last.count + 1, last.rep)
+        else:
+            merged.append(seg)
+    ctx.accept(0)
+    ctx.set_layout(back.outputs[0], Layout(a, tuple(merged)))
+    if s1[a + 1] > 0:
+        ctx.edit("reshape_split", node, axis=a + 1, parts=g, value=str(node.inputs[0].name))
+    if s2[a] > 0:
+        ctx.edit("reshape", back, axis=a, value=str(back.outputs[0].name))
 
 
 @register("Flatten", "Reshape")
@@ -388,11 +458,10 @@ def reshape(ctx: Context, node: ir.Node) -> None:
         raise stop("channels on a dynamic axis 0")
     if in_shape[lay.axis] != lay.size:
         raise stop("channel axis size does not match")
-    if _is_channel_shuffle(node, lay.axis, in_shape, out_shape):
-        raise stop(
-            f"channel shuffle (Reshape {list(in_shape)} -> {list(out_shape)} -> Transpose -> Reshape) "
-            "permutes channels across groups; not supported yet"
-        )
+    pattern = _shuffle_pattern(ctx, node, lay.axis, in_shape, out_shape)
+    if pattern is not None:
+        _shuffle(ctx, node, lay, pattern)
+        return
     out, ap = _reshape_layout(lay, in_shape, out_shape)
     if node.op_type == "Reshape":
         shape = ctx.const(node.inputs[1])

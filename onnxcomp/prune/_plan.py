@@ -121,7 +121,12 @@ class PrunePlan:
 
 @dataclass
 class Group:
-    """A group of the analysis with its units (internal, not plain data)."""
+    """A group of the analysis with its units (internal, not plain data).
+
+    ``parts`` maps the units tied to grouped convolutions to their part (units
+    not in it are free); the selection keeps the same number of units in each
+    of the ``partition`` parts.
+    """
 
     root: int
     spaces: list[int]
@@ -129,6 +134,7 @@ class Group:
     members: dict[int, list[tuple[int, int]]]  # unit -> (space, channel)
     partition: int
     reasons: list[str]
+    parts: dict[int, int] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -146,36 +152,82 @@ def build_groups(an: Analysis) -> list[Group]:
             for c in range(s.size):
                 members.setdefault(an.unit(s.id, c), []).append((s.id, c))
         reasons = [r for s in spaces for r in s.blocked]
-        partition = 1
-        for s in spaces:
-            partition = math.lcm(partition, s.partition)
-        if partition > 1 and not reasons:
-            reasons = _check_partition(an, spaces, members, partition)
-        groups.append(Group(root, sids, list(members), members, partition, list(dict.fromkeys(reasons))))
+        groups.append(Group(root, sids, list(members), members, 1, list(dict.fromkeys(reasons))))
+    by_root = {g.root: g for g in groups}
+    per_group: dict[int, list[tuple[dict[int, np.ndarray], int, str]]] = {}
+    for layout, parts, where in an.balance_constraints():
+        roots = {an.group_of(seg.space) for seg in layout.segments}
+        if layout.size % parts:
+            for r in roots:
+                if r in by_root:
+                    by_root[r].reasons.append(f"{where}: {layout.size} channels do not split into {parts} groups")
+            continue
+        vecs = an.unit_vectors(layout, parts)
+        split: dict[int, dict[int, np.ndarray]] = {}
+        for u, v in vecs.items():
+            for r in roots:
+                g = by_root.get(r)
+                if g is not None and u in g.members:
+                    split.setdefault(r, {})[u] = v
+                    break
+        for r, vs in split.items():
+            per_group.setdefault(r, []).append((vs, parts, where))
+    for root, cons in per_group.items():
+        g = by_root[root]
+        if g.reasons:
+            continue
+        reason = _resolve_parts(g, cons)
+        if reason:
+            g.reasons.append(reason)
     return groups
 
 
-def _check_partition(an: Analysis, spaces: list[Any], members: dict[int, list[tuple[int, int]]], p: int) -> list[str]:
-    n = len(members)
-    if n % p:
-        return [f"grouped convolution: {n} channels do not split into {p} groups"]
-    for s in spaces:
-        if s.partition > 1 and s.size != n:
-            return ["grouped convolution coupled with channels of a different count"]
-    for unit, chans in members.items():
-        parts = {c * p // an.spaces[sid].size for sid, c in chans if an.spaces[sid].partition > 1}
-        if len(parts) > 1:
-            return ["grouped convolution coupled with reordered channels"]
-    return []
+def _resolve_parts(g: Group, cons: list[tuple[dict[int, np.ndarray], int, str]]) -> str:
+    """Set ``g.parts``/``g.partition`` from the balance constraints; a reason if unsatisfiable."""
+    labels: list[tuple[dict[int, int], int, str]] = []
+    for vecs, parts, where in cons:
+        lab: dict[int, int] = {}
+        widths = set()
+        for u, v in vecs.items():
+            if v.min() == v.max():
+                continue  # balanced on its own: free
+            if np.count_nonzero(v) != 1:
+                return f"{where}: channels straddle its groups"
+            lab[u] = int(np.argmax(v))
+            widths.add(int(v.max()))
+        if len(widths) > 1:
+            return f"{where}: channels of unequal width in its groups"
+        if lab:
+            labels.append((lab, parts, where))
+    if not labels:
+        return ""
+    constrained = sorted({u for lab, _, _ in labels for u in lab})
+    fine: dict[tuple[int | None, ...], list[int]] = {}
+    for u in constrained:
+        fine.setdefault(tuple(lab.get(u) for lab, _, _ in labels), []).append(u)
+    sizes = {len(v) for v in fine.values()}
+    if len(sizes) != 1:
+        wheres = [w for _, _, w in labels]
+        more = f" and {len(wheres) - 3} more" if len(wheres) > 3 else ""
+        what = "grouped convolutions with misaligned groups" if len(wheres) > 1 else "grouped convolution"
+        return f"{what} ({', '.join(wheres[:3])}{more}): {len(constrained)} channels do not split into equal parts"
+    for k, (_lab, parts, where) in enumerate(labels):
+        count = np.zeros(parts, dtype=np.int64)
+        for key in fine:
+            if key[k] is not None:
+                count[key[k]] += 1
+        if count.min() != count.max():
+            return f"{where}: its groups cannot keep equal channel counts (coupled with other channels)"
+    g.partition = len(fine)
+    for i, key in enumerate(sorted(fine, key=lambda t: tuple(-1 if x is None else x for x in t))):
+        for u in fine[key]:
+            g.parts[u] = i
+    return ""
 
 
 def unit_part(an: Analysis, g: Group, unit: int) -> int:
-    if g.partition == 1:
-        return 0
-    for sid, c in g.members[unit]:
-        if an.spaces[sid].partition > 1:
-            return c * g.partition // an.spaces[sid].size
-    return 0
+    """The part of ``unit`` (-1: free)."""
+    return g.parts.get(unit, -1)
 
 
 def keep_count(n: int, ratio: float, min_channels: int, round_to: int) -> int:
@@ -187,19 +239,34 @@ def keep_count(n: int, ratio: float, min_channels: int, round_to: int) -> int:
 
 
 def select(an: Analysis, g: Group, unit_scores: np.ndarray, keep: int) -> set[int]:
-    """Units to keep: the ``keep`` best, spread equally over partitions."""
+    """Units to keep: the ``keep`` best, the same number in each part."""
     order = list(np.argsort(-unit_scores, kind="stable"))
-    if g.partition == 1:
+    if g.partition == 1 and not g.parts:
         return {g.units[i] for i in order[:keep]}
-    per = max(1, math.ceil(keep / g.partition))
-    per = min(per, g.n // g.partition)
+    n_parts = g.partition
+    size = len(g.parts) // n_parts
+    n_free = g.n - len(g.parts)
+    if n_free == 0:
+        per = min(max(1, math.ceil(keep / n_parts - 1e-9)), size)
+    else:  # the split between parts and free units that comes closest to `keep` (more in parts on ties)
+        per = min(
+            range(1, size + 1),
+            key=lambda k: (abs(keep - k * n_parts - min(max(0, keep - k * n_parts), n_free)), -k),
+        )
+    free_keep = min(max(0, keep - per * n_parts), n_free)
     chosen: set[int] = set()
-    counts = [0] * g.partition
+    counts = [0] * n_parts
+    free = 0
     for i in order:
-        part = unit_part(an, g, g.units[i])
-        if counts[part] < per:
+        u = g.units[i]
+        part = g.parts.get(u, -1)
+        if part < 0:
+            if free < free_keep:
+                free += 1
+                chosen.add(u)
+        elif counts[part] < per:
             counts[part] += 1
-            chosen.add(g.units[i])
+            chosen.add(u)
     return chosen
 
 
