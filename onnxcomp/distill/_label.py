@@ -40,7 +40,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,12 @@ class LabelPlan:
     batch_size: int
     stackable: bool
     probabilities: bool = False
+    graph_outputs: tuple[str, ...] = ()
+
+    @property
+    def in_graph(self) -> bool:
+        """Log-softmax / top-k / tail computed by ONNX Runtime in the label graph."""
+        return bool(self.graph_outputs)
 
     @property
     def fetch(self) -> list[str]:
@@ -521,6 +527,24 @@ def plan_label(
 # -------------------------------------------------------------------- running
 
 
+def _label_graph(model: ir.Model, plan_or_cfg: Any, tapped: str, features: Sequence[str]) -> Any:
+    """The label graph of ``model`` (None when its opset is too old or it cannot be built)."""
+    from onnxcomp.distill._graph import build_label_graph, supports_label_graph
+
+    if not supports_label_graph(model):
+        return None
+    if isinstance(plan_or_cfg, LabelPlan):
+        top_k, dense = plan_or_cfg.top_k, plan_or_cfg.logp_dtype
+    else:
+        top_k, dense = plan_or_cfg.top_k, plan_or_cfg.dense_dtype
+    try:
+        return build_label_graph(model, tapped, top_k, dense_dtype=dense, features=features)
+    except Exception as e:  # unusual graphs: the numpy path still works
+        logger.info("label graph not built (%s); post-processing in numpy", e)
+        return None
+
+
+
 def _run(session: Any, names: list[str], feed: dict[str, np.ndarray], where: str) -> list[Any]:
     try:
         return list(session.run(names, feed))
@@ -637,7 +661,20 @@ class ShardWorker:
         self.store = Path(store)
         if session is None:
             model = io.load(plan.teacher)
-            session = create_session(expose_outputs(model, plan.fetch), threads=threads)
+            graph = (
+                _label_graph(model, plan, plan.tap.tapped, [f.name for f in plan.features])
+                if plan.in_graph
+                else None
+            )
+            if graph is not None and tuple(graph.outputs) != plan.graph_outputs:
+                raise UnsupportedModelError(
+                    f"{plan.teacher}: the label graph differs from the planned one "
+                    f"({graph.outputs} vs {list(plan.graph_outputs)})"
+                )
+            if plan.in_graph and graph is None:
+                raise UnsupportedModelError(f"{plan.teacher}: the label graph cannot be built")
+            built = graph.model if graph is not None else expose_outputs(model, plan.fetch)
+            session = create_session(built, threads=threads)
         self.session = session
         self._iter: Iterator[tuple[int, Mapping[str, Any]]] | None = None
         self._next = 0
@@ -704,6 +741,9 @@ class ShardWorker:
             arrays["label"] = np.full((count,), -1, np.int64)
         for j, f in enumerate(plan.features):
             arrays[f"feat{j}"] = np.empty((count, *f.shape), np.dtype(f.dtype))
+        if plan.in_graph:
+            self._compute_in_graph(start, count, arrays)
+            return arrays
         names = plan.fetch
         for first, b, feed, labels, where in self._batches(start, count):
             outs = _run(self.session, names, feed, where)
@@ -728,15 +768,43 @@ class ShardWorker:
                 )
             if plan.labels:
                 arrays["label"][sl] = _labels_of(labels, b)
-            for j, (f, arr) in enumerate(zip(plan.features, outs[1:], strict=False)):
-                arr = np.asarray(arr)
-                if arr.shape != (b, *f.shape):
-                    raise UnsupportedModelError(
-                        f"feature {f.name!r} has shape {_fmt(arr.shape)} on {where}; expected "
-                        f"{_fmt((b, *f.shape))} (feature targets need a fixed per-sample shape)"
-                    )
-                arrays[f"feat{j}"][sl] = arr
+            self._store_features(arrays, outs[1:], sl, b, where)
         return arrays
+
+    def _store_features(
+        self, arrays: dict[str, np.ndarray], outs: Sequence[Any], sl: slice, b: int, where: str
+    ) -> None:
+        for j, (f, arr) in enumerate(zip(self.plan.features, outs, strict=False)):
+            arr = np.asarray(arr)
+            if arr.shape != (b, *f.shape):
+                raise UnsupportedModelError(
+                    f"feature {f.name!r} has shape {_fmt(arr.shape)} on {where}; expected "
+                    f"{_fmt((b, *f.shape))} (feature targets need a fixed per-sample shape)"
+                )
+            arrays[f"feat{j}"][sl] = arr
+
+    def _compute_in_graph(self, start: int, count: int, arrays: dict[str, np.ndarray]) -> None:
+        """:meth:`compute` when ONNX Runtime computes the label arrays (the label graph)."""
+        plan = self.plan
+        names = [*plan.graph_outputs, *(f.name for f in plan.features)]
+        n_label = len(plan.graph_outputs)
+        k = plan.top_k
+        for first, b, feed, labels, where in self._batches(start, count):
+            outs = _run(self.session, names, feed, where)
+            shape = tuple(int(d) for d in outs[0])
+            if shape not in ((b, plan.classes), (plan.classes,) if b == 1 else ()):
+                raise UnsupportedModelError(
+                    f"teacher output {plan.tap.tapped!r} has shape {_fmt(shape)} on {where} "
+                    f"({b} sample(s)); expected {_fmt((b, plan.classes))} as on the first sample"
+                )
+            sl = slice(first - start, first - start + b)
+            arrays["logp"][sl] = outs[1]
+            if k is not None:
+                arrays["index"][sl] = outs[2]
+                arrays["tail"][sl] = outs[3].reshape(b)
+            if plan.labels:
+                arrays["label"][sl] = _labels_of(labels, b)
+            self._store_features(arrays, outs[n_label:], sl, b, where)
 
     def run_shard(self, index: int, start: int, count: int) -> _store.ShardResult:
         """Compute one shard and write its files atomically."""
@@ -834,8 +902,23 @@ def label(
     threads = cfg.threads or (
         max(1, (os.cpu_count() or 1) // cfg.workers) if cfg.workers > 1 else None
     )
-    session = create_session(expose_outputs(model, [tap.tapped, *cfg.features]), threads=threads)
-    plan = plan_label(path, dataset, cfg, model=model, session=session, sha256=sha)
+    graph = _label_graph(model, cfg, tap.tapped, cfg.features)
+    session = None
+    if graph is not None:
+        try:
+            session = create_session(graph.model, threads=threads)
+            plan = plan_label(path, dataset, cfg, model=model, session=session, sha256=sha)
+        except (UnsupportedModelError, DataError) as e:
+            # probe again on the plain teacher: its own errors, or the numpy path
+            logger.info("label graph failed (%s); post-processing in numpy", e)
+            graph = session = None
+    if session is None:
+        session = create_session(
+            expose_outputs(model, [tap.tapped, *cfg.features]), threads=threads
+        )
+        plan = plan_label(path, dataset, cfg, model=model, session=session, sha256=sha)
+    if graph is not None and not plan.probabilities:
+        plan = replace(plan, graph_outputs=tuple(graph.outputs))
     manifest = plan.identity(cfg.shard_size, total, dataset.fingerprint())
     if existing is not None:
         why = _store.identity_mismatch(existing, manifest)
