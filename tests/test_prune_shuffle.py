@@ -203,3 +203,17 @@ def test_shuffle_plan_is_plain_data_and_keeps_min_channels(ratio: float) -> None
         if gp.pruned:
             assert gp.kept >= 1
     check_pruned(model, PruneConfig(ratio=ratio, latency_repeats=0, global_ranking=True))
+
+
+def test_plan_breaking_group_balance_is_rejected() -> None:
+    from onnxcomp.errors import InvalidInputError
+    from onnxcomp.prune import PrunePlan, apply_plan
+
+    model = ir.serde.deserialize_model(shuffle_net(2, 6))
+    plan = plan_pruning(model, PruneConfig(ratio=0.5))
+    gp = next(gp for gp in plan.groups if "g1_1" in gp.spaces)
+    d = plan.to_dict()
+    g = next(x for x in d["groups"] if x["id"] == gp.id)
+    g["removed"]["g1_1"] = [0, 6]  # j = 0 of both halves: tied, but unbalances the consumer's groups
+    with pytest.raises(InvalidInputError, match="unequal channel counts"):
+        apply_plan(model, PrunePlan.from_dict(d))

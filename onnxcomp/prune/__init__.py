@@ -486,6 +486,14 @@ def _masks_from_plan(an: Any, plan: PrunePlan) -> dict[int, np.ndarray]:
                 raise InvalidInputError(
                     f"plan: channel {c} of {an.spaces[sid].key!r} is tied to channels the plan treats differently"
                 )
+    from onnxcomp.prune._apply import kept_elements
+
+    for layout, parts, where in an.balance_constraints():
+        if not any(seg.space in masks for seg in layout.segments) or layout.size % parts:
+            continue
+        counts = np.bincount(kept_elements(layout, masks) // (layout.size // parts), minlength=parts)
+        if counts.min() != counts.max():
+            raise InvalidInputError(f"plan: {where} would keep unequal channel counts per group {counts.tolist()}")
     return masks
 
 
