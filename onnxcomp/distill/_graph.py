@@ -26,6 +26,7 @@ axes as inputs, integer ``Min``); older teachers use the numpy path.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ __all__ = ["MIN_OPSET", "LabelGraph", "build_label_graph", "supports_label_graph
 
 MIN_OPSET = 13
 _PREFIX = "onnxcomp_distill__"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,17 @@ class _Builder:
         return self.op(op_type, [x], [keep, ir.AttrInt64s("axes", [-1])])[0]
 
 
+def _with_inferred_shapes(model: ir.Model) -> ir.Model:
+    """``model`` with ONNX shape inference applied (unchanged if inference fails)."""
+    from onnx_ir.passes.common import ShapeInferencePass
+
+    try:
+        return ShapeInferencePass(strict_mode=False, data_prop=False)(model).model
+    except Exception as e:  # pragma: no cover - best effort
+        logger.debug("shape inference failed on the label graph: %s", e)
+        return model
+
+
 def build_label_graph(
     model: ir.Model,
     tapped: str,
@@ -138,6 +152,11 @@ def build_label_graph(
     RemoveUnusedNodesPass()(copy)
     values = ir.convenience.create_value_mapping(graph)
     z = values[tapped]
+    if z.shape is None:  # a known [batch, classes] spares the reshape and K nodes
+        copy = _with_inferred_shapes(copy)
+        graph = copy.graph
+        values = ir.convenience.create_value_mapping(graph)
+        z = values[tapped]
     b = _Builder(graph, copy.opset_imports.get("", 1))
     dims = None if z.shape is None else list(z.shape)
     classes = dims[-1] if dims and isinstance(dims[-1], int) else None
@@ -162,6 +181,7 @@ def build_label_graph(
         )[0]
         z2 = b.op("Reshape", [z, shape2])[0]
     zshape = b.op("Shape", [z], hint="shape")[0]
+    zshape.dtype = ir.DataType.INT64
     graph.outputs.append(zshape)
     is_double = z.dtype == ir.DataType.DOUBLE
     zf = z2 if is_double or z.dtype == ir.DataType.FLOAT else b.cast(z2, ir.DataType.FLOAT)
@@ -171,6 +191,7 @@ def build_label_graph(
         if is_double or want != ir.DataType.FLOAT:
             logp = b.cast(logp, want)
         logp.name = b._name("logp")
+        logp.dtype = want if is_double or want != ir.DataType.FLOAT else zf.dtype or want
         graph.outputs.append(logp)
         return LabelGraph(copy, str(zshape.name), str(logp.name), None, None)
     if classes is not None:
@@ -218,7 +239,12 @@ def build_label_graph(
     total = b.op("Add", [tail_sum, top_sum])[0]
     logp = b.cast(b.op("Sub", [top_d, b.op("Log", [total])[0]])[0], ir.DataType.FLOAT16)
     tail = b.cast(b.op("Div", [tail_sum, total])[0], ir.DataType.FLOAT)
-    for v, hint in ((logp, "logp"), (index, "index"), (tail, "tail")):
+    for v, hint, dt in (
+        (logp, "logp", ir.DataType.FLOAT16),
+        (index, "index", ir.DataType.INT64),
+        (tail, "tail", ir.DataType.FLOAT),
+    ):
         v.name = b._name(hint)
+        v.dtype = dt
         graph.outputs.append(v)
     return LabelGraph(copy, str(zshape.name), str(logp.name), str(index.name), str(tail.name))

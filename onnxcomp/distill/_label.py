@@ -216,6 +216,7 @@ class LabelReport:
     engine: str
     features: list[str] = field(default_factory=list)
     samples_labelled: int = 0
+    postprocess: str = "numpy"  # "onnxruntime" when the label graph computes the arrays
 
     @property
     def throughput(self) -> float:
@@ -993,6 +994,7 @@ def label(
         engine=cfg.engine,
         features=[f.name for f in plan.features],
         samples_labelled=written,
+        postprocess="onnxruntime" if plan.in_graph else "numpy",
     )
     logger.info("labelled %d samples in %.2fs", written, seconds)
     return report
