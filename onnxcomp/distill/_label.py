@@ -22,6 +22,14 @@ sorted by decreasing probability (ties by lower index), plus the tail mass
 ``m = sum_{c not in top-K} p_c`` summed directly in float64 (not ``1 - sum top``,
 which cancels) and stored as float32. Dense mode stores ``log p`` for all classes.
 
+*Where it is computed.* For teachers of opset >= 13 all of this runs inside
+ONNX Runtime, in a copy of the teacher with the "label graph" appended
+(:mod:`._graph`: LogSoftmax, or TopK + exp + scatter/sum for the tail, casts);
+Python only copies the per-batch results into the shard arrays. The numpy
+functions below are the reference and the path for older opsets and for
+probability outputs. Both paths agree to float16 / float32 rounding; a store is
+always written by one of them (decided by the teacher and the options).
+
 *Batching.* Samples are stacked along axis 0 when every teacher input has a
 dynamic batch axis, else run one at a time. Batches never cross a shard boundary,
 so every shard is computed from the same batches whatever the order, the number

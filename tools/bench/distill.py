@@ -89,18 +89,27 @@ def bare_loop(teacher: Path, npz: Path, batch: int) -> float:
 
 
 def onnxcomp_label(
-    teacher: Path, npz: Path, batch: int, top_k: int | None, store: Path
+    teacher: Path, npz: Path, batch: int, top_k: int | None, store: Path, numpy_post: bool = False
 ) -> tuple[float, int, float]:
     """End-to-end samples/s of onnxcomp.distill.label (fresh store), store bytes, and the
-    samples/s of its shard loop alone (the report's throughput)."""
+    samples/s of its shard loop alone (the report's throughput). ``numpy_post``: the
+    per-batch log-softmax / top-k / tail in numpy (the path before the label graph)."""
     import shutil
 
-    from onnxcomp.distill import LabelConfig, label
+    from onnxcomp.distill import LabelConfig, _label, label
 
     if store.exists():
         shutil.rmtree(store)
-    t0 = time.perf_counter()
-    rep = label(teacher, npz, store, LabelConfig(top_k=top_k, batch_size=batch, shard_size=4096))
+    saved = _label._label_graph
+    if numpy_post:
+        _label._label_graph = lambda *a, **k: None  # type: ignore[assignment]
+    try:
+        t0 = time.perf_counter()
+        cfg = LabelConfig(top_k=top_k, batch_size=batch, shard_size=4096)
+        rep = label(teacher, npz, store, cfg)
+    finally:
+        _label._label_graph = saved  # type: ignore[assignment]
+    assert rep.postprocess == ("numpy" if numpy_post else "onnxruntime"), rep.postprocess
     return rep.samples / (time.perf_counter() - t0), rep.store_bytes, rep.throughput
 
 
@@ -110,22 +119,26 @@ def throughput(work: Path, n: int, batch: int, repeats: int) -> list[list[str]]:
     if MNIST_TEACHER.exists():
         x = np.random.default_rng(0).random((n, 1, 28, 28), dtype=np.float32)
         np.savez(work / "mnist_synth.npz", input=x)
-        teachers.append(("mnist resnet (10 cl.)", MNIST_TEACHER, work / "mnist_synth.npz", None))
+        for k in (None, 3):
+            teachers.append(("mnist resnet (10 cl.)", MNIST_TEACHER, work / "mnist_synth.npz", k))
     mlp = mlp_teacher(work / "mlp1000.onnx", 256, 512, 1000)
     np.savez(
         work / "mlp_synth.npz",
         x=np.random.default_rng(1).standard_normal((n, 256)).astype(np.float32),
     )
-    teachers.append(("MLP 256-512-1000", mlp, work / "mlp_synth.npz", 10))
+    for k in (None, 10):
+        teachers.append(("MLP 256-512-1000", mlp, work / "mlp_synth.npz", k))
     for name, teacher, npz, k in teachers:
         bare: list[float] = []
         ours: list[float] = []
         steady: list[float] = []
+        numpy_post: list[float] = []
         for _ in range(repeats):  # interleaved, best of each
             bare.append(bare_loop(teacher, npz, batch))
             o, _, st = onnxcomp_label(teacher, npz, batch, k, work / "tp_store")
             ours.append(o)
             steady.append(st)
+            numpy_post.append(onnxcomp_label(teacher, npz, batch, k, work / "tp_np", True)[0])
         b, o = max(bare), max(ours)
         rows.append(
             [
@@ -137,6 +150,7 @@ def throughput(work: Path, n: int, batch: int, repeats: int) -> list[list[str]]:
                 f"{o:,.0f}",
                 f"{o / b:.2f}x",
                 f"{max(steady):,.0f}",
+                f"{max(numpy_post) / b:.2f}x",
             ]
         )
     return rows
@@ -267,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "1. label throughput vs a bare ONNX Runtime loop (best of "
             f"{args.repeats}, same data file and batch size; both end to end with session "
-            "creation; 'shard loop' excludes label's setup: load, hash, probe)"
+            "creation; 'shard loop' excludes label's setup: load, hash, probe; 'numpy post': "
+            "log-softmax/top-k/tail in numpy instead of the label graph, as before)"
         )
         print(
             table(
@@ -281,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                     "distill label /s",
                     "ratio",
                     "shard loop /s",
+                    "ratio, numpy post",
                 ],
             )
         )
