@@ -570,18 +570,7 @@ def iter_range(dataset: Dataset, start: int, stop: int) -> Iterator[Sample]:
             return
         if i < start:
             continue
-        yield _validate(dataset, i, raw)
-
-
-def _validate(dataset: Dataset, i: int, raw: Mapping[str, Any]) -> Sample:
-    where = f"sample {i} of {dataset.description}"
-    if dataset.transform is not None:
-        try:
-            raw = dataset.transform(raw)
-        except Exception as e:
-            raise DataError(f"{where}: transform failed: {e}") from e
-    feed, lab = to_feed(raw, dataset.specs, where, check_finite=dataset.check_finite)
-    return Sample(i, feed, lab)
+        yield dataset.validate(i, raw)
 
 
 class _BlockCursor:
@@ -710,7 +699,7 @@ class ShardWorker:
                     f"{start + count} samples (did the data change while labelling?)"
                 ) from None
             self._next = i + 1
-            yield _validate(self.dataset, i, raw)
+            yield self.dataset.validate(i, raw)
 
     def _batches(
         self, start: int, count: int
