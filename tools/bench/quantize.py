@@ -66,7 +66,8 @@ def worker(args: argparse.Namespace) -> None:
 
         m = io.load(args.model)
         names = [v.name for v in io.graph_inputs(m)]
-        cfg = QuantizeConfig(method=args.method, verify=False)
+        # the memory/time table compares calibration: no latency guard there
+        cfg = QuantizeConfig(method=args.method, verify=False, latency_guard=args.guard == "on")
         r = quantize(m, list(_iter_npz(args.data, args.n, names)) if args.n <= 64 else _Gen(args, names), cfg)
         io.save(r.model, args.out)
         extra = {"state_bytes": r.report.calibration_state_bytes, "excluded": len(r.report.excluded)}
@@ -106,9 +107,10 @@ class _Gen:
         return _iter_npz(self.args.data, self.args.n, self.names)
 
 
-def run_worker(tool: str, model: Path, data: Path, n: int, method: str, out: Path, timeout: int = 900) -> dict:
+def run_worker(tool: str, model: Path, data: Path, n: int, method: str, out: Path, timeout: int = 900,
+               guard: bool = True) -> dict:
     cmd = [sys.executable, __file__, "_worker", "--tool", tool, "--model", str(model), "--data", str(data),
-           "--n", str(n), "--method", method, "--out", str(out)]
+           "--n", str(n), "--method", method, "--out", str(out), "--guard", "on" if guard else "off"]
     env = dict(os.environ, OMP_NUM_THREADS="2")
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -170,7 +172,7 @@ def bench_memory(tmp: Path, quick: bool, hw: int) -> None:
                 if tool == "ort" and method != "minmax" and n * per_sample_mb > 6000:
                     r = {"error": f"skipped (needs ~{n * per_sample_mb / 1024:.0f} GB)"}
                 else:
-                    r = run_worker(tool, model, data, n, method, tmp / f"{tool}_{method}_{n}.onnx")
+                    r = run_worker(tool, model, data, n, method, tmp / f"{tool}_{method}_{n}.onnx", guard=False)
                 results[(tool, method, n)] = r
                 rows.append([method, str(n), tool,
                              f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else r.get("error", "?"),
@@ -279,6 +281,7 @@ def main() -> None:
         for k in ("tool", "model", "data", "method", "out"):
             ap.add_argument(f"--{k}", required=True)
         ap.add_argument("--n", type=int, required=True)
+        ap.add_argument("--guard", default="on")
         worker(ap.parse_args(sys.argv[2:]))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
