@@ -93,7 +93,11 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
 )
 @click.option("--no-fold-bn", is_flag=True, help="Keep BatchNormalization nodes.")
 @click.option(
-    "--batch-size", type=int, default=1, show_default=True, help="Calibration batch size."
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Calibration batch size [default: auto, the largest power of two <= 32 that fits "
+    "--calib-memory when the batch axis is dynamic, else 1].",
 )
 @click.option(
     "--calib-memory",
@@ -101,7 +105,7 @@ def _split(values: tuple[str, ...]) -> tuple[str, ...]:
     default=256.0,
     show_default=True,
     metavar="MB",
-    help="Activation memory per batch exposed at a time by histogram calibration passes.",
+    help="Activation memory of one calibration batch (sets the automatic batch size and how many tensors a histogram pass exposes).",
 )
 @click.option(
     "--equalize", is_flag=True, help="Cross-layer equalization (depthwise-separable nets)."

@@ -89,7 +89,9 @@ class QuantizeConfig:
         onnxsim: Run onnxsim in preparation (off by default: the installed onnxsim imports
             torch, +3-14 s and +300 MB; BN folding and constant lifting are done without it).
         fold_bn: Fold BatchNormalization into the preceding Conv.
-        batch_size: Calibration batch size (memory is batch-bound, not sample-bound).
+        batch_size: Calibration batch size (memory is batch-bound, not sample-bound); None =
+            automatic: the largest power of two <= 32 whose activations fit ``calib_memory_mb``
+            when the batch axis is dynamic, else 1.
         calib_memory_mb: Most activation megabytes of one batch exposed at a time by the
             histogram passes (min/max are reduced inside the graph and cost nothing).
         ranges: Precomputed ranges (JSON file from ``save_ranges``) instead of calibrating.
@@ -130,7 +132,7 @@ class QuantizeConfig:
     fix_shapes_from_data: bool = False
     onnxsim: bool = False
     fold_bn: bool = True
-    batch_size: int = 1
+    batch_size: int | None = None
     calib_memory_mb: float = 256.0
     ranges: str | None = None
     save_ranges: str | None = None
@@ -167,7 +169,7 @@ class QuantizeConfig:
             raise InvalidInputError(
                 f"--bins must be >= 256 (many more than 255 levels), got {self.bins}"
             )
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise InvalidInputError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not self.calib_memory_mb > 0:
             raise InvalidInputError(f"--calib-memory must be > 0 MB, got {self.calib_memory_mb}")

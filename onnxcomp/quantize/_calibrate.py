@@ -40,7 +40,7 @@ import numpy as np
 import onnx_ir as ir
 
 from onnxcomp.data import Dataset
-from onnxcomp.errors import CalibrationError, InvalidInputError
+from onnxcomp.errors import CalibrationError, DataError, InvalidInputError
 from onnxcomp.quantize._collectors import DEFAULT_BINS, HistogramCollector, MinMaxCollector, Range
 from onnxcomp.runtime import ModelRunner, expose_outputs, iter_batches
 
@@ -267,7 +267,12 @@ def _chunks(names: Sequence[str], nbytes: Mapping[str, int], budget: int) -> lis
 
 
 class _Pass:
-    """Runs one model over every sample, calling ``visit(values, batch_size)`` per batch."""
+    """Runs one model over every sample, calling ``visit(values, batch_size)`` per batch.
+
+    The reduction of batch ``k`` (numpy, which releases the GIL) runs in a worker
+    thread while ONNX Runtime computes batch ``k + 1``: at most two batches of
+    exposed activations are alive at once (the memory budgets count both).
+    """
 
     def __init__(
         self, data: Dataset, batch_size: int, progress: Progress | None, steps: list[int]
@@ -275,18 +280,40 @@ class _Pass:
         self.data, self.batch_size, self.progress, self.steps = data, batch_size, progress, steps
 
     def run(self, runner: ModelRunner, visit: Callable[[dict[str, Any], int], None]) -> int:
+        from concurrent.futures import Future, ThreadPoolExecutor
+
         done = 0
-        for batch in iter_batches(self.data.samples(), self.data.specs, self.batch_size):
-            where = f"samples {batch.indices[0]}-{batch.indices[-1]} of {self.data.description}"
-            outs = runner.run(batch.feed, where)
-            values: dict[str, Any] = {**batch.feed, **outs}
-            visit(values, batch.size)
-            del outs, values
-            done += batch.size
-            self.steps[0] += batch.size
-            if self.progress:
-                self.progress(self.steps[0], self.steps[1] or None)
+        pending: Future[None] | None = None
+        with ThreadPoolExecutor(1, thread_name_prefix="onnxcomp-calibrate") as pool:
+            for batch in iter_batches(self.data.samples(), self.data.specs, self.batch_size):
+                where = f"samples {batch.indices[0]}-{batch.indices[-1]} of {self.data.description}"
+                outs = runner.run(batch.feed, where)
+                values: dict[str, Any] = {**batch.feed, **outs}
+                del outs
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(visit, values, batch.size)
+                del values
+                done += batch.size
+                self.steps[0] += batch.size
+                if self.progress:
+                    self.progress(self.steps[0], self.steps[1] or None)
+            if pending is not None:
+                pending.result()
         return done
+
+
+MAX_AUTO_BATCH = 32
+
+
+def _auto_batch(data: Dataset, per_sample: int, budget: int) -> int:
+    """Largest power of two <= 32 whose activations fit ``budget`` (1 when not stackable)."""
+    if not data.specs or not all(s.batch_dynamic for s in data.specs):
+        return 1
+    b = 1
+    while b * 2 <= MAX_AUTO_BATCH and 2 * b * 2 * per_sample <= budget:
+        b *= 2
+    return b
 
 
 def calibrate(
@@ -297,7 +324,7 @@ def calibrate(
     percentile: float = 99.99,
     bins: int = DEFAULT_BINS,
     levels: int = 255,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     tensors: Iterable[str] | None = None,
     channel_stats: Iterable[str] = (),
     threads: int | None = None,
@@ -306,11 +333,19 @@ def calibrate(
 ) -> CalibrationResult:
     """Run ``model`` over ``data`` and compute a range per calibrated tensor.
 
-    Pass 1 computes min/max (and shapes) inside the graph, so only scalars
-    leave ONNX Runtime. Histogram methods, per-channel means and tensors with
-    NaN/inf then take further passes, each exposing a group of tensors whose
-    activations of one batch fit in ``memory_budget`` bytes; histograms start on
-    the final range found by pass 1, so they never need re-binning.
+    A probe run of the first sample through the statistics graph gives every
+    tensor's bytes per sample. ``batch_size=None`` then picks the largest power
+    of two <= 32 whose activations fit ``memory_budget`` (1 when the inputs'
+    batch axis is fixed, or when the model fails on stacked samples).
+
+    * Histogram methods whose exposed activations of one batch fit the budget
+      take ONE pass: every tensor is exposed and fed to histograms that grow
+      their (aligned, power-of-two) grid as the range grows.
+    * Otherwise pass 1 computes min/max (and shapes) inside the graph, so only
+      scalars leave ONNX Runtime; histogram methods, per-channel means and
+      tensors with NaN/inf then take further passes, each exposing a group of
+      tensors whose activations of one batch fit in ``memory_budget`` bytes;
+      those histograms start on the final range found by pass 1.
 
     Raises:
         CalibrationError: No samples, or a bad method/percentile.
@@ -322,6 +357,8 @@ def calibrate(
         )
     if not 0.0 < percentile <= 100.0:
         raise InvalidInputError(f"--percentile must be in (0, 100], got {percentile}")
+    if batch_size is not None and batch_size < 1:
+        raise InvalidInputError(f"--batch-size must be >= 1, got {batch_size}")
     names = list(tensors) if tensors is not None else calibration_tensors(model)
     values_ir = ir.convenience.create_value_mapping(model.graph)
     names = [n for n in names if n in values_ir and not values_ir[n].is_initializer()]
@@ -339,7 +376,6 @@ def calibrate(
     shapes: dict[str, tuple[int, ...]] = {}
     total = data.length()
     steps = [0, total or 0]
-    passes = _Pass(data, batch_size, progress, steps)
 
     def new_collector(name: str, init: Range | None) -> HistogramCollector | MinMaxCollector:
         if not hist:
@@ -373,29 +409,97 @@ def calibrate(
             elif name not in sums:
                 sums[name], counts[name] = s, c
 
-    # ---- pass 1: min/max/sum/shape inside the graph
+    # ---- probe: the first sample through the statistics graph (bytes per sample)
     stats_model, stat_out = _stats_model(model, reducible, direct, types)
     runner = _StatsRunner(stats_model, threads=threads, name="calibration model")
     available = set(runner.output_names) | set(runner.input_names)
     direct = [n for n in direct if n in available]
+    first = next(iter(iter_batches(data.samples(), data.specs, 1)), None)
+    if first is None:
+        raise CalibrationError(f"{data.description}: no calibration samples")
+    probe = {
+        **first.feed,
+        **runner.run(first.feed, f"sample {first.indices[0]} of {data.description}"),
+    }
+    max_bytes: dict[str, int] = {}  # per sample
+    for name, so in stat_out.items():
+        shape = tuple(int(d) for d in np.asarray(probe[so.shape]).reshape(-1))
+        dtypes[name] = types[name].numpy()  # type: ignore[union-attr]
+        shapes[name] = shape
+        max_bytes[name] = (int(np.prod(shape)) if shape else 1) * dtypes[name].itemsize
+    for name in direct:
+        arr = probe.get(name)
+        if isinstance(arr, np.ndarray):
+            dtypes[name], shapes[name] = arr.dtype, tuple(arr.shape)
+            max_bytes[name] = int(arr.nbytes)
+    del probe
+    every = [n for n in reducible if n in stat_out] + direct
+    per_sample = sum(max_bytes.get(n, 0) for n in every)
+    auto = batch_size is None
+    batch = _auto_batch(data, per_sample, memory_budget) if auto else int(batch_size or 1)
+    # two batches are alive at once (one reduced while the next one runs)
+    single = hist and 2 * batch * per_sample <= memory_budget
+    logger.info(
+        "calibration: batch %d%s, %.1f MB of activations per sample, %s",
+        batch,
+        " (auto)" if auto else "",
+        per_sample / 2**20,
+        "one pass" if single else "min/max pass first",
+    )
+
+    def run_pass(pass_runner: ModelRunner, visit: Callable[[dict[str, Any], int], None],
+                 reset: Callable[[], None]) -> int:
+        """One pass; an automatic batch > 1 the model rejects falls back to batch 1."""
+        nonlocal batch
+        start = steps[0]
+        try:
+            return _Pass(data, batch, progress, steps).run(pass_runner, visit)
+        except DataError:
+            if not auto or batch == 1:
+                raise
+            logger.info("the model fails on %d stacked samples: calibrating one at a time", batch)
+            batch = 1
+            steps[0] = start
+            reset()
+            return _Pass(data, batch, progress, steps).run(pass_runner, visit)
+
+    def reset_all() -> None:
+        collectors.clear()
+        sums.clear()
+        counts.clear()
+
+    if single:
+        del runner, stats_model
+        steps[1] = total or 0
+        exposed = every + [n for n in want_means if n not in every]
+        runner = ModelRunner(
+            expose_outputs(model, exposed), threads=threads, name="calibration model"
+        )
+
+        def visit_all(values: dict[str, Any], _: int) -> None:
+            collect(values, every, {})
+            if want_means:
+                accumulate_means(values, want_means)
+
+        done = run_pass(runner, visit_all, reset_all)
+        del runner
+        if done == 0:
+            raise CalibrationError(f"{data.description}: no calibration samples")
+        return _result(method, names, collectors, model, percentile, levels, done,
+                       dtypes, shapes, sums, counts)
+
+    # ---- pass 1: min/max/sum/shape inside the graph
     mins: dict[str, float] = {}
     maxs: dict[str, float] = {}
     suspect: dict[str, None] = {}
-    max_bytes: dict[str, int] = {}
 
     def visit_stats(values: dict[str, Any], _: int) -> None:
         for name, so in stat_out.items():
             lo = float(values[so.min])
             hi = float(values[so.max])
             total_sum = float(values[so.sum])
-            shape = tuple(int(d) for d in np.asarray(values[so.shape]).reshape(-1))
-            size = int(np.prod(shape)) if shape else 1
-            if name not in dtypes:
-                dtypes[name] = types[name].numpy()  # type: ignore[union-attr]
-                shapes[name] = shape
-            max_bytes[name] = max(max_bytes.get(name, 0), size * dtypes[name].itemsize)
-            if size == 0:
-                continue
+            if not np.asarray(values[so.shape]).all():
+                continue  # empty tensor
             if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(total_sum)):
                 suspect[name] = None
                 continue
@@ -405,7 +509,13 @@ def calibrate(
         if want_means:
             accumulate_means(values, [n for n in want_means if n in direct])
 
-    done = passes.run(runner, visit_stats)
+    def reset_stats() -> None:
+        reset_all()
+        mins.clear()
+        maxs.clear()
+        suspect.clear()
+
+    done = run_pass(runner, visit_stats, reset_stats)
     del runner, stats_model
     if done == 0:
         raise CalibrationError(f"{data.description}: no calibration samples")
@@ -432,17 +542,18 @@ def calibrate(
                 if v.shape is None
                 else int(np.prod([d if isinstance(d, int) else 1 for d in v.shape])) * 4
             )
-    groups = _chunks(todo, max_bytes, memory_budget)
+    groups = _chunks(todo, {n: b * batch for n, b in max_bytes.items()}, memory_budget // 2)
     steps[1] = done * (1 + len(groups))
     calib_set = set(reducible) | set(direct)
     mean_set = set(mean_todo)
+    passes = _Pass(data, batch, progress, steps)
     for i, group in enumerate(groups):
         logger.info(
             "calibration pass %d/%d: %d tensor(s), %.1f MB per batch",
             i + 2,
             len(groups) + 1,
             len(group),
-            sum(max_bytes.get(n, 0) for n in group) / 2**20,
+            sum(max_bytes.get(n, 0) for n in group) * batch / 2**20,
         )
         runner = ModelRunner(
             expose_outputs(model, group), threads=threads, name="calibration model"
@@ -463,6 +574,23 @@ def calibrate(
         if n in collectors:
             continue
         collectors[n] = new_collector(n, None)
+    return _result(method, names, collectors, model, percentile, levels, done,
+                   dtypes, shapes, sums, counts)
+
+
+def _result(
+    method: str,
+    names: Sequence[str],
+    collectors: Mapping[str, HistogramCollector | MinMaxCollector],
+    model: ir.Model,
+    percentile: float,
+    levels: int,
+    done: int,
+    dtypes: dict[str, np.dtype[Any]],
+    shapes: dict[str, tuple[int, ...]],
+    sums: Mapping[str, np.ndarray],
+    counts: Mapping[str, int],
+) -> CalibrationResult:
     ranges: dict[str, Range] = {}
     nonfinite: dict[str, int] = {}
     outputs = {v.name for v in model.graph.outputs}
