@@ -21,7 +21,6 @@ of a pruning unit (the channels tied together across a group):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -29,7 +28,7 @@ from onnxcomp.prune._graph import Analysis, Layout, ParamSlice
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["activation_stats", "channel_scores"]
+__all__ = ["channel_scores"]
 
 
 def _element_norms(arr: np.ndarray, sl: ParamSlice, full: int, p: int) -> np.ndarray:
@@ -111,28 +110,3 @@ def activation_values(an: Analysis) -> list[str]:
         if s.node and s.id not in covered and s.key in an.layouts:
             names.append(s.key)
     return names
-
-
-def activation_stats(
-    an: Analysis,
-    names: list[str],
-    batches: Iterable[dict[str, np.ndarray]],
-    run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],
-) -> dict[str, np.ndarray]:
-    """Mean ``|x|`` per element of the channel axis of each named tensor, streamed."""
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for feed in batches:
-        outs = run(feed)
-        for name in names:
-            x = outs.get(name)
-            if x is None:
-                continue
-            axis = an.layouts[name].axis
-            x = np.abs(np.asarray(x, dtype=np.float64))
-            if x.ndim <= axis:
-                continue
-            m = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
-            sums[name] = sums.get(name, 0) + m.sum(1)
-            counts[name] = counts.get(name, 0) + m.shape[1]
-    return {k: sums[k] / max(counts[k], 1) for k in sums}
