@@ -507,3 +507,124 @@ def test_plan_keeps_final_softmax_attention_and_affine_float() -> None:
         model, [{"x": np.random.default_rng(0).standard_normal((1, 4, 8)).astype(np.float32)}], FAST
     )
     _check(r.model)
+
+
+# ------------------------------------------------------------------ calibration batching
+
+
+def _batch_spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records the sizes of the batches every calibration pass runs."""
+    from onnxcomp.quantize import _calibrate
+
+    sizes: list[int] = []
+    real = _calibrate.iter_batches
+
+    def spy(samples, specs, batch_size):  # type: ignore[no-untyped-def]
+        for b in real(samples, specs, batch_size):
+            sizes.append(b.size)
+            yield b
+
+    monkeypatch.setattr(_calibrate, "iter_batches", spy)
+    return sizes
+
+
+def test_auto_batch_is_the_largest_power_of_two_that_fits_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from onnxcomp.data import open_data
+    from onnxcomp.quantize._calibrate import _auto_batch
+
+    model = _to_ir(conv_model())
+    data = open_data(_samples((1, 3, 16, 16), 40), model)
+    # two batches are alive at once: 2 * b * per_sample <= budget
+    assert _auto_batch(data, 1000, 2**30) == 32
+    assert _auto_batch(data, 1000, 2 * 8 * 1000) == 8
+    assert _auto_batch(data, 1000, 2 * 8 * 1000 - 1) == 4
+    assert _auto_batch(data, 1000, 10) == 1
+    fixed = _to_ir(
+        model_from_text(
+            """
+            <ir_version: 8, opset_import: ["" : 17]>
+            g (float[1,4] x) => (float[1,4] y) { y = Relu (x) }
+            """
+        )
+    )
+    assert _auto_batch(open_data(_samples((1, 4), 4), fixed), 1, 2**30) == 1
+    sizes = _batch_spy(monkeypatch)
+    res = calibrate(model, data, method="entropy")
+    assert res.samples == 40
+    assert max(sizes) == 32 and sum(sizes) == 1 + 40  # the probe sample, then 32 + 8
+
+
+def test_auto_batch_falls_back_to_one_when_the_model_rejects_stacked_samples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # declared batch axis dynamic, but a Reshape hard-codes batch 1
+    m = model_from_text(
+        """
+        <ir_version: 8, opset_import: ["" : 17]>
+        g (float[N,4] x) => (float[1,4] y) {
+            h = Reshape (x, shape)
+            y = Relu (h)
+        }
+        """,
+        {"shape": np.array([1, 4], dtype=np.int64)},
+    )
+    from onnxcomp.data import open_data
+
+    model = _to_ir(m)
+    samples = _samples((1, 4), 13, name="x")
+    allx = np.concatenate([s["x"] for s in samples])
+    for method in ("minmax", "percentile"):
+        res = calibrate(model, open_data(samples, model), method=method)
+        one = calibrate(model, open_data(samples, model), method=method, batch_size=1)
+        assert res.samples == one.samples == 13
+        assert res.ranges == one.ranges
+    assert res.ranges["x"].lo >= allx.min() and res.ranges["h"].hi <= allx.max()
+    with pytest.raises(DataError):  # an explicit batch size is not second-guessed
+        calibrate(model, open_data(samples, model), method="minmax", batch_size=4)
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy", "mse"])
+def test_one_pass_growing_histograms_match_two_pass_fixed_grid(method: str) -> None:
+    """One pass (grids grow as the range grows) vs min/max first (grid fixed): same ranges
+    up to the bin width of the coarser grid."""
+    from onnxcomp.data import open_data
+
+    model = _to_ir(conv_model())
+    rng = np.random.default_rng(3)
+    # growing scale: later samples widen the range, so the one-pass grids re-bin
+    samples = [
+        {"x": (rng.standard_normal((1, 3, 16, 16)) * (1 + i)).astype(np.float32)}
+        for i in range(24)
+    ]
+    data = open_data(samples, model)
+    one = calibrate(model, data, method=method, batch_size=4, memory_budget=2**30)
+    per_tensor = 3 * 16 * 16 * 4 * 4  # bytes of the smallest activation at batch 4
+    two = calibrate(model, data, method=method, batch_size=4, memory_budget=2 * per_tensor)
+    assert one.ranges.keys() == two.ranges.keys()
+    for n, r in one.ranges.items():
+        t = two.ranges[n]
+        # the one-pass grid is at most 2x coarser (alignment), both grids are power-of-two
+        span = max(abs(t.lo), abs(t.hi), abs(r.lo), abs(r.hi))
+        tol = 4 * 2.0 ** np.ceil(np.log2(2 * span / 2046)) + 1e-6
+        assert abs(r.lo - t.lo) <= tol and abs(r.hi - t.hi) <= tol, (n, r, t)
+
+
+def test_calibration_reduction_error_in_the_worker_thread_propagates() -> None:
+    from onnxcomp.data import open_data
+    from onnxcomp.quantize._calibrate import _Pass
+    from onnxcomp.runtime import ModelRunner
+
+    model = _to_ir(conv_model())
+    data = open_data(_samples((1, 3, 16, 16), 6), model)
+    seen: list[int] = []
+
+    def visit(values: dict, size: int) -> None:  # type: ignore[type-arg]
+        seen.append(size)
+        if len(seen) == 2:
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        _Pass(data, 2, None, [0, 0]).run(ModelRunner(model), visit)
+    assert seen == [2, 2]
