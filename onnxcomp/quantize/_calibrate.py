@@ -1,19 +1,31 @@
 """Streaming calibration: passes of the model over the samples, memory bounded.
 
-Pass 1 appends to a copy of the graph, for every tensor to calibrate (every
-float activation that is an input or output of a node), ``ReduceMin``,
-``ReduceMax``, ``ReduceSum`` (all axes, keepdims=0) and ``Shape`` nodes: only
-scalars leave ONNX Runtime, which keeps reusing its activation buffers, so this
-pass costs the float model's own memory. ``min``/``max`` are merged over
-batches (``min_k min(x_k)``); a non-finite sum flags NaN/inf (which min/max may
-skip), and the shapes give each tensor's bytes per batch.
+A probe runs the first sample through a copy of the graph to which, for every
+tensor to calibrate (every float activation that is an input or output of a
+node), ``ReduceMin``, ``ReduceMax``, ``ReduceSum`` (all axes, keepdims=0) and
+``Shape`` nodes are appended: it gives each tensor's bytes per sample ``a_t``.
+The batch size (unless given) is then the largest power of two ``b <= 32``
+with ``2 b sum_t a_t <= budget`` when every input's batch axis is dynamic (1
+otherwise, or when the model rejects stacked samples): the reduction of one
+batch (numpy, in a worker thread) overlaps the inference of the next, so two
+batches are alive at once.
 
-The histogram methods (and per-channel means, and tensors flagged non-finite)
-take further passes, each exposing a group of tensors whose bytes per batch add
-up to at most ``memory_budget``; each batch is reduced into fixed-size
-collectors (:mod:`._collectors`) and dropped at once. Histograms start on the
-grid covering pass 1's range, so they never need re-binning. Memory depends on
-the model, the batch size and the budget, never on the number of samples.
+* Histogram methods with ``2 b sum_t a_t <= budget`` take ONE pass exposing
+  every tensor; each histogram (:mod:`._collectors`) starts on the grid of its
+  first batch and doubles its power-of-two bin width when the range grows
+  (an exact merge), so no separate min/max pass is needed.
+* Otherwise pass 1 runs the statistics graph over all samples: only scalars
+  leave ONNX Runtime, which keeps reusing its activation buffers, so this pass
+  costs the float model's own memory. ``min``/``max`` are merged over batches
+  (``min_k min(x_k)``); a non-finite sum flags NaN/inf (which min/max may
+  skip). The histogram methods (and per-channel means, and tensors flagged
+  non-finite) take further passes, each exposing a group of tensors whose
+  bytes per batch add up to at most half the budget; histograms start on the
+  grid covering pass 1's range, so they never need re-binning.
+
+Each batch is reduced into fixed-size collectors and dropped at once: memory
+depends on the model, the batch size and the budget, never on the number of
+samples.
 
 Besides ranges, calibration records for every tensor its element type and shape
 (to fill in types that ONNX shape inference misses on dynamic models), and,
@@ -192,7 +204,7 @@ def _stats_model(
 
 
 class _StatsRunner(ModelRunner):
-    """A runner whose session uses ONNX Runtime's priority-based execution order.
+    """A calibration runner: no spinning threads; priority-based execution order.
 
     With the default order ONNX Runtime runs the appended Reduce/Shape nodes
     (whose only consumers are graph outputs) at the very end, keeping every
@@ -200,7 +212,14 @@ class _StatsRunner(ModelRunner):
     batch 8. The priority-based order runs them right after their producer.
     """
 
-    def __init__(self, model: ir.Model, *, threads: int | None = None, name: str = "") -> None:
+    def __init__(
+        self,
+        model: ir.Model,
+        *,
+        threads: int | None = None,
+        name: str = "",
+        priority: bool = True,
+    ) -> None:
         import onnxruntime as ort
 
         from onnxcomp import io
@@ -211,7 +230,11 @@ class _StatsRunner(ModelRunner):
             return
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+        if priority:
+            so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
+        # the reduction of the previous batch runs meanwhile in a worker thread:
+        # spinning intra-op threads would take its core (about 10% slower)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1
@@ -414,7 +437,9 @@ def calibrate(
     runner = _StatsRunner(stats_model, threads=threads, name="calibration model")
     available = set(runner.output_names) | set(runner.input_names)
     direct = [n for n in direct if n in available]
-    first = next(iter(iter_batches(data.samples(), data.specs, 1)), None)
+    head = iter_batches(data.samples(), data.specs, 1)
+    first = next(head, None)
+    head.close()  # type: ignore[attr-defined]  # releases the reader (open files) now
     if first is None:
         raise CalibrationError(f"{data.description}: no calibration samples")
     probe = {
@@ -472,8 +497,8 @@ def calibrate(
         del runner, stats_model
         steps[1] = total or 0
         exposed = every + [n for n in want_means if n not in every]
-        runner = ModelRunner(
-            expose_outputs(model, exposed), threads=threads, name="calibration model"
+        runner = _StatsRunner(
+            expose_outputs(model, exposed), threads=threads, name="calibration model", priority=False
         )
 
         def visit_all(values: dict[str, Any], _: int) -> None:
@@ -555,8 +580,8 @@ def calibrate(
             len(group),
             sum(max_bytes.get(n, 0) for n in group) * batch / 2**20,
         )
-        runner = ModelRunner(
-            expose_outputs(model, group), threads=threads, name="calibration model"
+        runner = _StatsRunner(
+            expose_outputs(model, group), threads=threads, name="calibration model", priority=False
         )
         cal = [n for n in group if n in calib_set]
         means = [n for n in group if n in mean_set]

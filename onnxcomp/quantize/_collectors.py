@@ -155,7 +155,7 @@ class HistogramCollector:
             w *= 2.0
         return None
 
-    _BLOCK = 1 << 22
+    _BLOCK = 1 << 18  # 1 MB of float32: temporaries stay small and in cache
 
     def update(self, x: np.ndarray) -> None:
         a = np.asarray(x).reshape(-1)
