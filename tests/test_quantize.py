@@ -628,3 +628,38 @@ def test_calibration_reduction_error_in_the_worker_thread_propagates() -> None:
     with pytest.raises(RuntimeError, match="boom"):
         _Pass(data, 2, None, [0, 0]).run(ModelRunner(model), visit)
     assert seen == [2, 2]
+
+
+def test_double_buffered_calibration_equals_plain_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs written into two alternating buffer sets give the ranges of plain runs
+    (and a bound run that fails falls back to plain runs)."""
+    from onnxcomp.data import open_data
+    from onnxcomp.quantize import _calibrate
+
+    model = _to_ir(conv_model())
+    rng = np.random.default_rng(5)
+    samples = [
+        {"x": (rng.standard_normal((1, 3, 16, 16)) * (1 + i % 5)).astype(np.float32)}
+        for i in range(23)  # 5 full batches of 4 and a partial one (plain run)
+    ]
+    real = _calibrate._StatsRunner.run_bound
+    bound: list[int] = []
+
+    def spy(self, feed, buffers):  # type: ignore[no-untyped-def]
+        bound.append(next(iter(feed.values())).shape[0])
+        return real(self, feed, buffers)
+
+    monkeypatch.setattr(_calibrate._StatsRunner, "run_bound", spy)
+    with_binding = {
+        m: calibrate(model, open_data(samples, model), method=m, batch_size=4)
+        for m in ("minmax", "entropy")
+    }
+    assert bound and set(bound) == {4}
+
+    def fail(self, feed, buffers):  # type: ignore[no-untyped-def]
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(_calibrate._StatsRunner, "run_bound", fail)
+    for m, res in with_binding.items():
+        plain = calibrate(model, open_data(samples, model), method=m, batch_size=4)
+        assert plain.ranges == res.ranges and plain.samples == res.samples == 23
