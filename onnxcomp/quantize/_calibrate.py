@@ -515,8 +515,11 @@ def calibrate(
         "one pass" if single else "min/max pass first",
     )
 
-    def run_pass(pass_runner: ModelRunner, visit: Callable[[dict[str, Any], int], None],
-                 reset: Callable[[], None]) -> int:
+    def run_pass(
+        pass_runner: ModelRunner,
+        visit: Callable[[dict[str, Any], int], None],
+        reset: Callable[[], None],
+    ) -> int:
         """One pass; an automatic batch > 1 the model rejects falls back to batch 1."""
         nonlocal batch
         start = steps[0]
@@ -541,7 +544,10 @@ def calibrate(
         steps[1] = total or 0
         exposed = every + [n for n in want_means if n not in every]
         runner = _StatsRunner(
-            expose_outputs(model, exposed), threads=threads, name="calibration model", priority=False
+            expose_outputs(model, exposed),
+            threads=threads,
+            name="calibration model",
+            priority=False,
         )
 
         def visit_all(values: dict[str, Any], _: int) -> None:
@@ -553,8 +559,9 @@ def calibrate(
         del runner
         if done == 0:
             raise CalibrationError(f"{data.description}: no calibration samples")
-        return _result(method, names, collectors, model, percentile, levels, done,
-                       dtypes, shapes, sums, counts)
+        return _result(
+            method, names, collectors, model, percentile, levels, done, dtypes, shapes, sums, counts
+        )
 
     # ---- pass 1: min/max/sum/shape inside the graph
     mins: dict[str, float] = {}
@@ -642,8 +649,9 @@ def calibrate(
         if n in collectors:
             continue
         collectors[n] = new_collector(n, None)
-    return _result(method, names, collectors, model, percentile, levels, done,
-                   dtypes, shapes, sums, counts)
+    return _result(
+        method, names, collectors, model, percentile, levels, done, dtypes, shapes, sums, counts
+    )
 
 
 def _result(
