@@ -87,7 +87,12 @@ def load(
     _check_structure(proto, p)
     if check:
         try:
-            onnx.checker.check_model(str(p))
+            # The parsed proto is checked directly; only external data needs the path
+            # (the checker resolves and validates the data files next to the model).
+            has_external = any(
+                t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(proto.graph)
+            )
+            onnx.checker.check_model(str(p) if has_external else proto)
         except Exception as e:
             raise InvalidInputError(
                 f"{p}: ONNX checker rejects the model: {_first_line(e)}"
