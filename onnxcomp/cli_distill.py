@@ -18,6 +18,7 @@ from onnxcomp.clikit import (
     fmt_bytes,
     json_option,
     pop_data_options,
+    split_csv,
     table,
 )
 
@@ -27,10 +28,6 @@ __all__ = ["distill"]
 @click.group()
 def distill() -> None:
     """Knowledge distillation: teacher soft labels for students in any framework."""
-
-
-def _csv(text: str | None) -> tuple[str, ...]:
-    return tuple(t.strip() for t in (text or "").split(",") if t.strip())
 
 
 @distill.command("label")
@@ -84,7 +81,7 @@ def label_cmd(teacher: str, store: str, **kwargs: Any) -> None:
     cfg = LabelConfig(
         top_k=kwargs["top_k"],
         output=kwargs["output"],
-        features=_csv(kwargs["features"]),
+        features=split_csv(kwargs["features"]),
         shard_size=kwargs["shard_size"],
         batch_size=kwargs["batch_size"],
         workers=kwargs["workers"],

@@ -19,14 +19,11 @@ from onnxcomp.clikit import (
     json_option,
     pop_data_options,
     shape_option,
+    split_csv,
     table,
 )
 
 __all__ = ["quantize"]
-
-
-def _split(values: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(x.strip() for v in values for x in v.split(",") if x.strip())
 
 
 @click.command()
@@ -184,8 +181,8 @@ def quantize(model: str, out: str, **kw: Any) -> None:
         activation_symmetric=kw["symmetric_activations"],
         weight_symmetric=kw["symmetric_weights"],
         reduce_range=kw["reduce_range"],
-        exclude=_split(kw["exclude"]),
-        op_types=_split(kw["op_types"]),
+        exclude=split_csv(*kw["exclude"]),
+        op_types=split_csv(*kw["op_types"]),
         shapes=shapes or None,
         fix_shapes_from_data=kw["fix_shapes"],
         onnxsim=kw["use_onnxsim"],

@@ -26,8 +26,14 @@ __all__ = [
     "fmt_count",
     "json_option",
     "shape_option",
+    "split_csv",
     "table",
 ]
+
+
+def split_csv(*values: str | None) -> tuple[str, ...]:
+    """Comma-separated option values (one string or a repeated option) as a flat tuple."""
+    return tuple(x.strip() for v in values if v for x in v.split(",") if x.strip())
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
