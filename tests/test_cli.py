@@ -116,3 +116,46 @@ def test_help_does_not_import_onnxruntime() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "HEAVY []" in out
+
+
+def test_sympy_is_loaded_only_when_used() -> None:
+    """onnx_ir imports sympy eagerly; onnxcomp defers it (about 0.35 s per command)."""
+    code = (
+        "import sys\n"
+        "from onnxcomp import io\n"
+        "import onnx_ir as ir\n"
+        "print('DEFERRED', type(sys.modules['sympy']).__name__)\n"
+        "d = ir.SymbolicDim('N') * 2 + 1\n"  # symbolic arithmetic loads the real sympy
+        "import sympy\n"
+        "print('EXPR', d, sympy.Symbol('k') + 1, type(sys.modules['sympy']).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "DEFERRED _Deferred" in out
+    assert "EXPR 2*N + 1 k + 1 module" in out
+
+
+def test_latency_runs_are_shuffled_and_warm() -> None:
+    """Each timed run follows an untimed run of the same model; the order varies."""
+    from onnxcomp.runtime import measure_latency
+
+    calls: list[str] = []
+
+    class Session:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def run(self, *_: object) -> None:
+            calls.append(self.name)
+
+    class Runner:
+        def __init__(self, name: str) -> None:
+            self.session = Session(name)
+
+    stats = measure_latency([Runner("a"), Runner("b"), Runner("c")], {}, warmup=1, repeats=30)  # type: ignore[list-item]
+    assert [s.repeats for s in stats] == [30, 30, 30]
+    timed = calls[3:]
+    assert len(timed) == 2 * 3 * 30
+    pairs = [timed[i : i + 2] for i in range(0, len(timed), 2)]
+    assert all(p[0] == p[1] for p in pairs)
+    firsts = {tuple(p[0] for p in pairs[i : i + 3]) for i in range(0, len(pairs), 3)}
+    assert len(firsts) > 1 and all(sorted(f) == ["a", "b", "c"] for f in firsts)

@@ -241,6 +241,70 @@ def test_dynamic_mode_on_mlp() -> None:
     assert {"DynamicQuantizeLinear", "MatMulInteger"} & set(_ops(r.model))
 
 
+def _gemm(w: np.ndarray) -> ir.Model:
+    from onnx import TensorProto, helper, numpy_helper
+
+    n, k = w.shape
+    g = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"], transB=1, name="fc")],
+        "fc",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", n])],
+        [numpy_helper.from_array(w.astype(np.float32), "w")],
+    )
+    return _to_ir(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+
+
+def _int_weights(model: ir.Model) -> np.ndarray:
+    return next(
+        v.const_value.numpy()
+        for v in model.graph.initializers.values()
+        if v.const_value is not None and v.const_value.dtype == ir.DataType.INT8 and v.shape.rank() == 2
+    )
+
+
+def _cpu_saturates() -> bool:
+    from onnxcomp.quantize._ort import cpu_needs_reduce_range
+
+    return cpu_needs_reduce_range()
+
+
+@pytest.mark.parametrize("pairs", ["same-sign", "alternating"])
+def test_automatic_weight_bits_keep_the_more_faithful(
+    monkeypatch: pytest.MonkeyPatch, pairs: str
+) -> None:
+    """Without VNNI, u8 x s8 pair sums saturate int16 with 8-bit weights of equal sign.
+
+    Same-sign weight pairs against activations near 255 saturate (7 bits win);
+    alternating signs cannot (the kernel pairs neighbours along K), so 8 bits win.
+    """
+    if pairs == "same-sign" and not _cpu_saturates():
+        pytest.skip("this CPU has VNNI: its u8 x s8 kernels do not saturate")
+    monkeypatch.setattr("onnxcomp.quantize.cpu_needs_reduce_range", lambda: True)
+    rng = np.random.default_rng(0)
+    w = rng.uniform(0.5, 1.0, (16, 64))
+    if pairs == "alternating":
+        w[:, 1::2] *= -1
+    data = [{"x": rng.uniform(0.0, 1.0, (1, 64)).astype(np.float32)} for _ in range(32)]
+    r = quantize(_gemm(w), data, FAST)
+    _check(r.model)
+    bits = r.report.weight_bits
+    assert bits is not None and set(bits) == {"bits", "sqnr_db_7bit", "sqnr_db_8bit"}
+    q = _int_weights(r.model)
+    if pairs == "same-sign":
+        assert bits["sqnr_db_7bit"] > bits["sqnr_db_8bit"] + 10  # saturation is gross
+        assert bits["bits"] == 7 and r.report.reduce_range
+        assert np.abs(q).max() <= 64  # ORT's 7-bit symmetric range: 255 * (64 + 64) < 2**15
+    else:
+        assert bits["sqnr_db_8bit"] > bits["sqnr_db_7bit"]
+        assert bits["bits"] == 8 and not r.report.reduce_range
+        assert np.abs(q).max() == 127
+    assert any(f"{bits['bits']}-bit weights kept" in w for w in r.report.warnings)
+    # forcing either choice skips the comparison
+    forced = quantize(_gemm(w), data, QuantizeConfig(latency_repeats=0, reduce_range=False))
+    assert forced.report.weight_bits is None and np.abs(_int_weights(forced.model)).max() == 127
+
+
 @pytest.mark.parametrize("path", GRAPHS, ids=[p.stem for p in GRAPHS])
 def test_every_graph_fixture(path: Path) -> None:
     m = io.load(path)

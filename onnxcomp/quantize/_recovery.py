@@ -134,6 +134,33 @@ def sensitivity(
     return out
 
 
+def output_sqnr(
+    float_model: ir.Model, candidates: Sequence[ir.Model], data: Any, limit: int = 16
+) -> list[float]:
+    """Worst output SQNR (dB) of each candidate against ``float_model`` on ``limit`` samples.
+
+    The float model runs once per batch for all candidates.
+    """
+    fr = ModelRunner(float_model, name="float model")
+    runners = [ModelRunner(c, name=f"int8 candidate {i}") for i, c in enumerate(candidates)]
+    accs = [{o: FidelityAccumulator(o) for o in fr.output_names} for _ in runners]
+    seen = 0
+    for batch in iter_batches(data.samples(), data.specs, 8):
+        ref = fr.run(batch.feed)
+        for acc, runner in zip(accs, runners):
+            out = runner.run(batch.feed)
+            for o, a in acc.items():
+                if isinstance(ref.get(o), np.ndarray) and np.asarray(ref[o]).dtype.kind == "f":
+                    a.update(ref[o], out[o], batch.size)
+        seen += batch.size
+        if seen >= limit:
+            break
+    return [
+        min((a.result().sqnr_db for a in acc.values() if a.samples), default=math.inf)
+        for acc in accs
+    ]
+
+
 def _dequantized_name(v: ir.Value) -> str:
     for user in v.consumers():
         if user.op_type == "QuantizeLinear" and user.inputs[0] is v:
