@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -82,7 +83,7 @@ class QuantizeConfig:
         activation_symmetric / weight_symmetric: Symmetric ranges.
         reduce_range: 7-bit weights; None = automatic: on x86 CPUs without VNNI, where
             ONNX Runtime's u8 x s8 kernels can saturate with 8-bit weights, both are
-            built and the one with the better worst-output SQNR on up to 16 evaluation
+            built and the one with the better worst-output SQNR on up to 8 evaluation
             samples is kept (7 bits without evaluation data or with ``verify=False``).
         exclude: Node names, fnmatch patterns or op types kept in float.
         op_types: Op types to quantize (default: all ONNX Runtime supports).
@@ -210,6 +211,7 @@ class QuantizeReport:
     calibration_state_bytes: int = 0
     reduce_range: bool = False
     weight_bits: dict[str, Any] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
     latency_guard: Any = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -220,6 +222,7 @@ class QuantizeReport:
             "per_channel": self.per_channel,
             "reduce_range": self.reduce_range,
             "weight_bits": self.weight_bits,
+            "seconds": self.seconds,
             "opset": list(self.opset),
             "samples": self.samples,
             "synthetic": self.synthetic,
@@ -347,6 +350,7 @@ def quantize(
         raise CalibrationError("static quantization needs calibration data (--data) or --ranges")
     if cfg.max_drop is not None and evalset is None:
         raise InvalidInputError("--max-drop needs labelled evaluation data")
+    clock = _Clock()
     prep = prepare(
         original,
         PrepareConfig(
@@ -358,6 +362,7 @@ def quantize(
     )
     float_model = prep.model
     name_nodes(float_model)
+    clock.lap("prepare")
     if shapes:
         # fixed dims (batch included) change how samples may be stacked
         from onnxcomp.data import open_data
@@ -408,6 +413,7 @@ def quantize(
         )
         load_check(qmodel)
         report.quantized_nodes = count_quantized(qmodel)
+        clock.lap("quantize")
     else:
         if cfg.equalize:
             report.equalized = _recovery.equalize(float_model)
@@ -444,6 +450,7 @@ def quantize(
             )
             if cfg.save_ranges:
                 save_ranges(calib, cfg.save_ranges)
+        clock.lap("calibrate")
         report.samples = calib.samples
         report.calibrated_tensors = len(calib.ranges)
         report.calibration_state_bytes = calib.state_nbytes
@@ -462,10 +469,14 @@ def quantize(
             per_channel=prep.per_channel,
             float_affine=cfg.float_affine,
         )
+        chosen = None
         if choose_bits and evalset is not None:
-            reduce_range = _choose_weight_bits(cfg, float_model, calib, opts, plan, evalset, report)
+            reduce_range, chosen = _choose_weight_bits(
+                cfg, float_model, calib, opts, plan, evalset, report
+            )
             opts = replace(opts, reduce_range=reduce_range)
             choose_bits = False
+            clock.lap("weight_bits")
         if cfg.bias_correction:
             names = tuple(e.node for e in plan)
             q0 = quantize_static_ort(
@@ -485,7 +496,13 @@ def quantize(
             load_check(q)
             return q
 
-        qmodel = build(())
+        if chosen is not None and not cfg.bias_correction:
+            qmodel = chosen  # the candidate just measured is the same build
+            load_check(qmodel)
+        else:
+            qmodel = build(())
+        del chosen
+        clock.lap("quantize")
         if cfg.target_cosine is not None or cfg.max_drop is not None or cfg.sensitivity:
             if evalset is None:
                 raise InvalidInputError("sensitivity analysis and fallback need samples (--data)")
@@ -505,8 +522,10 @@ def quantize(
                 report.warnings.append(
                     f"target not met after keeping {len(rec.fallback)} node(s) in float"
                 )
+            clock.lap("fallback")
         if cfg.latency_guard and evalset is not None and (cfg.latency_repeats > 0 or latency_fn):
             qmodel = _latency_guard(cfg, float_model, qmodel, build, report, evalset, latency_fn)
+            clock.lap("latency_guard")
         report.quantized_nodes = count_quantized(qmodel)
     if choose_bits:
         report.warnings.append(
@@ -522,13 +541,28 @@ def quantize(
             evalset,
             VerifyConfig(latency_repeats=cfg.latency_repeats, threads=cfg.threads),
         )
+        clock.lap("verify")
         lr = report.verify.latency_ratio
         if lr is not None and lr > 1.05 and report.latency_guard is None:
             report.warnings.append(
                 f"the int8 model is {lr:.2f}x the float latency here; quantization does not pay on "
                 "this model/CPU (consider --exclude for small layers or keeping float)"
             )
+    report.seconds = clock.laps
     return QuantizeResult(qmodel, report)
+
+
+class _Clock:
+    """Wall seconds of each stage (time since the previous lap)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(self.laps.get(name, 0.0) + now - self._t, 4)
+        self._t = now
 
 
 def _choose_weight_bits(
@@ -539,8 +573,8 @@ def _choose_weight_bits(
     plan: Sequence[Exclusion],
     evalset: Any,
     report: QuantizeReport,
-) -> bool:
-    """7-bit (True) or 8-bit weights, whichever gives the better worst-output SQNR.
+) -> tuple[bool, ir.Model]:
+    """7-bit (True) or 8-bit weights, whichever gives the better worst-output SQNR, and that model.
 
     On x86 without VNNI the u8 x s8 kernels saturate pair sums of 8-bit weights
     (the MNIST ResNet falls to 10 dB), while models whose activations stay small
@@ -549,7 +583,7 @@ def _choose_weight_bits(
     from onnxcomp.quantize import _recovery
 
     names = tuple(e.node for e in plan)
-    limit = min(cfg.eval_limit, 16)
+    limit = min(cfg.eval_limit, 8)
     models = [
         quantize_static_ort(
             float_model, calib.ranges, replace(opts, reduce_range=r, exclude_nodes=names), calib.dtypes
@@ -558,6 +592,7 @@ def _choose_weight_bits(
     ]
     s7, s8 = _recovery.output_sqnr(float_model, models, evalset, limit)
     seven = not s8 > s7
+    chosen = models[0] if seven else models[1]
     report.weight_bits = {"bits": 7 if seven else 8, "sqnr_db_7bit": s7, "sqnr_db_8bit": s8}
     report.reduce_range = seven
     report.warnings.append(
@@ -566,7 +601,7 @@ def _choose_weight_bits(
         f"with 7 bits vs {s8:.1f} dB with 8 on up to {limit} samples "
         "(--reduce-range/--no-reduce-range to force)"
     )
-    return seven
+    return seven, chosen
 
 
 def _latency_guard(
