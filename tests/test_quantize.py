@@ -300,6 +300,8 @@ def test_automatic_weight_bits_keep_the_more_faithful(
         assert bits["bits"] == 8 and not r.report.reduce_range
         assert np.abs(q).max() == 127
     assert any(f"{bits['bits']}-bit weights kept" in w for w in r.report.warnings)
+    assert {"prepare", "calibrate", "weight_bits", "quantize"} <= set(r.report.seconds)
+    assert all(v >= 0 for v in r.report.seconds.values())
     # forcing either choice skips the comparison
     forced = quantize(_gemm(w), data, QuantizeConfig(latency_repeats=0, reduce_range=False))
     assert forced.report.weight_bits is None and np.abs(_int_weights(forced.model)).max() == 127
