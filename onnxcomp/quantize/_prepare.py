@@ -130,6 +130,59 @@ def fold_batchnorm(model: ir.Model) -> list[str]:
     return folded
 
 
+def fold_constant_of_shape(model: ir.Model) -> int:
+    """Turn ``ConstantOfShape`` nodes with a constant shape into initializers.
+
+    Old exports (the onnx package's light models) make every weight this way;
+    ONNX Runtime's quantizer only quantizes weights that are initializers.
+    """
+    graph = model.graph
+    count = 0
+    for node in list(graph):
+        if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx"):
+            continue
+        out = node.outputs[0]
+        shape = _const(node.inputs[0] if node.inputs else None)
+        if shape is None or out.is_graph_output() or not out.name:
+            continue
+        attr = node.attributes.get("value")
+        fill = (
+            np.asarray(attr.as_tensor().numpy()).reshape(-1)[:1]
+            if attr is not None
+            else np.zeros(1, np.float32)
+        )
+        arr = np.full(tuple(int(d) for d in shape.reshape(-1)), fill[0], dtype=fill.dtype)
+        tensor = ir.tensor(arr, name=out.name)
+        init = ir.Value(
+            name=out.name, shape=tensor.shape, type=ir.TensorType(tensor.dtype), const_value=tensor
+        )
+        graph.register_initializer(init)
+        out.replace_all_uses_with(init)
+        graph.remove(node, safe=True)
+        count += 1
+    return count
+
+
+def modernize_ir(model: ir.Model) -> None:
+    """IR < 4 lists every initializer as a graph input too; new initializers then fail the checker.
+
+    Those inputs are dropped (nobody feeds weights) and the IR version raised to
+    what the opsets need.
+    """
+    import onnx
+
+    graph = model.graph
+    if model.ir_version < 4:
+        keep = [v for v in graph.inputs if not v.is_initializer()]
+        if len(keep) != len(graph.inputs):
+            graph.inputs.clear()
+            graph.inputs.extend(keep)
+    need = onnx.helper.find_min_ir_version_for(
+        [onnx.helper.make_opsetid(d, v) for d, v in model.opset_imports.items()], True
+    )
+    model.ir_version = max(model.ir_version, need, 4)
+
+
 def _drop_unused_initializers(model: ir.Model) -> None:
     graph = model.graph
     inputs = {id(v) for v in graph.inputs}
@@ -160,6 +213,10 @@ def prepare(model: ir.Model, config: PrepareConfig | None = None) -> Prepared:
     m = model.clone()
     m.meta.update(model.meta)
     io.lift_constant_tensors(m)
+    folded = fold_constant_of_shape(m)
+    if folded:
+        logger.info("%d ConstantOfShape weight(s) folded into initializers", folded)
+    modernize_ir(m)
     if cfg.shapes:
         io.fix_input_shapes(m, cfg.shapes)
     before = opset_of(m)
@@ -207,5 +264,6 @@ def prepare(model: ir.Model, config: PrepareConfig | None = None) -> Prepared:
                         f"opset {before} is too old for QuantizeLinear (needs 10) and the ONNX version "
                         f"converter failed: {' '.join(str(e2).split())[:200]}"
                     ) from e2
+    modernize_ir(m)
     prep.model = m
     return prep
