@@ -239,3 +239,44 @@ def test_histogram_started_on_known_range_equals_streaming() -> None:
     edges = b.edges
     ref, _ = np.histogram(allx.astype(np.float64), bins=edges)
     assert np.abs(ref - b.counts).sum() <= 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    shift=st.floats(-3.0, 3.0),
+    scale=st.floats(0.01, 100.0),
+    chunks=st.integers(1, 5),
+)
+def test_relu_histogram_equals_direct_histogram_of_relu(
+    seed: int, shift: float, scale: float, chunks: int
+) -> None:
+    """Deriving max(x, 0)'s histogram from x's equals binning max(x, 0) on that grid."""
+    rng = np.random.default_rng(seed)
+    parts = [((rng.standard_normal(300) + shift) * scale).astype(np.float32) for _ in range(chunks)]
+    h = HistogramCollector(512)
+    for p in parts:
+        h.update(p)
+    d = h.relu()
+    direct = HistogramCollector(512)
+    direct.width, direct.offset = d.width, d.offset
+    for p in parts:
+        direct.update(np.maximum(p, 0))
+    assert (direct.width, direct.offset) == (d.width, d.offset)  # no rebinning happened
+    np.testing.assert_array_equal(d.counts, direct.counts)
+    assert (d.minmax.min, d.minmax.max, d.minmax.count) == (
+        direct.minmax.min,
+        direct.minmax.max,
+        direct.minmax.count,
+    )
+    for method in ("minmax", "percentile", "entropy", "mse"):
+        assert d.range(method, percentile=99.9) == direct.range(method, percentile=99.9)
+
+
+def test_relu_of_all_negative_and_empty() -> None:
+    h = HistogramCollector(256)
+    assert h.relu().empty
+    h.update(-np.linspace(1, 5, 100, dtype=np.float32))
+    d = h.relu()
+    assert d.counts.sum() == 100 and d.counts[0] == 100
+    assert d.range("minmax") == Range(0.0, 0.0)

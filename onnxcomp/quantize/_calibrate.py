@@ -502,6 +502,9 @@ def calibrate(
             max_bytes[name] = int(arr.nbytes)
     del probe
     every = [n for n in reducible if n in stat_out] + direct
+    # histograms of Relu outputs are derived from their inputs' (not exposed or binned)
+    derived = _relu_outputs(model, set(every)) if hist else {}
+    every = [n for n in every if n not in derived]
     per_sample = sum(max_bytes.get(n, 0) for n in every)
     auto = batch_size is None
     batch = _auto_batch(data, per_sample, memory_budget) if auto else int(batch_size or 1)
@@ -559,6 +562,7 @@ def calibrate(
         del runner
         if done == 0:
             raise CalibrationError(f"{data.description}: no calibration samples")
+        _derive_relu(collectors, derived)
         return _result(
             method, names, collectors, model, percentile, levels, done, dtypes, shapes, sums, counts
         )
@@ -599,7 +603,9 @@ def calibrate(
 
     # ---- further passes over groups of exposed tensors
     if hist:
-        todo = [n for n in reducible if n in stat_out]
+        # a Relu output whose input saw -inf/NaN is exposed after all
+        derived = {y: x for y, x in derived.items() if x not in suspect}
+        todo = [n for n in reducible if n in stat_out and n not in derived]
     else:
         todo = [n for n in reducible if n in suspect]
         for n in reducible:
@@ -645,6 +651,7 @@ def calibrate(
 
         passes.run(runner, visit)
         del runner
+    _derive_relu(collectors, derived)
     for n in suspect:
         if n in collectors:
             continue
@@ -652,6 +659,29 @@ def calibrate(
     return _result(
         method, names, collectors, model, percentile, levels, done, dtypes, shapes, sums, counts
     )
+
+
+def _relu_outputs(model: ir.Model, names: set[str]) -> dict[str, str]:
+    """``{relu output: relu input}`` for top-level Relu nodes whose input and output
+    are both calibrated (a Relu of a derived tensor is not derived again)."""
+    out: dict[str, str] = {}
+    for node in model.graph:
+        if node.op_type != "Relu" or node.domain not in ("", "ai.onnx"):
+            continue
+        x = node.inputs[0] if node.inputs else None
+        y = node.outputs[0]
+        if x is not None and x.name in names and y.name in names and x.name not in out:
+            out[y.name] = x.name
+    return out
+
+
+def _derive_relu(
+    collectors: dict[str, HistogramCollector | MinMaxCollector], derived: Mapping[str, str]
+) -> None:
+    for y, x in derived.items():
+        src = collectors.get(x)
+        if isinstance(src, HistogramCollector):
+            collectors[y] = src.relu()
 
 
 def _result(

@@ -215,6 +215,31 @@ class HistogramCollector:
                 np.clip(idx, 0, self.bins - 1, out=idx)
             self.counts += np.bincount(idx, minlength=self.bins)
 
+    def relu(self) -> HistogramCollector:
+        """The histogram of ``max(x, 0)`` for the data seen, without seeing it.
+
+        The grid is aligned (edges are integer multiples of the width), so 0 is an
+        edge: the bins at and above it carry over and every negative value lands on
+        the bin starting at 0, exactly where a histogram of ``max(x, 0)`` on the same
+        grid would count it.
+        """
+        out = HistogramCollector(self.bins)
+        src, mm = self.minmax, out.minmax
+        mm.count, mm.nonfinite = src.count, src.nonfinite
+        if src.empty:
+            return out
+        mm.min, mm.max = max(src.min, 0.0), max(src.max, 0.0)
+        out.width = self.width
+        if self.offset >= 0:
+            out.offset, out.counts = self.offset, self.counts.copy()
+            return out
+        out.offset = 0
+        shift = -self.offset  # index of the bin starting at 0
+        if shift < self.bins:
+            out.counts[: self.bins - shift] = self.counts[shift:]
+        out.counts[0] += int(self.counts[: min(shift, self.bins)].sum())
+        return out
+
     def _rebin(self, width: float, offset: int) -> None:
         factor = int(round(width / self.width))
         old_index = self.offset + np.arange(self.bins, dtype=np.int64)
