@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
 import random
+import statistics
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence

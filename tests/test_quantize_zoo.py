@@ -36,7 +36,12 @@ def _min_cosine(float_path: Path, qmodel: object, data: object) -> float:
 
 def _ort_default(path: Path, data: object) -> onnx.ModelProto:
     """ONNX Runtime's quantize_static with its defaults (MinMax, QDQ) and per-channel weights."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -48,8 +53,15 @@ def _ort_default(path: Path, data: object) -> onnx.ModelProto:
 
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "ort.onnx")
-        quantize_static(str(path), out, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            str(path),
+            out,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
         return onnx.load(out)
 
 

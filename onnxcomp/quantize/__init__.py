@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -84,7 +85,7 @@ class QuantizeConfig:
         reduce_range: 7-bit weights; None = automatic: on x86 CPUs without VNNI, where
             ONNX Runtime's u8 x s8 kernels can saturate with 8-bit weights, both are
             built and the one with the better worst-output SQNR on up to 8 evaluation
-            samples is kept (7 bits without evaluation data or with ``verify=False``).
+            samples is kept (7 bits without evaluation data).
         exclude: Node names, fnmatch patterns or op types kept in float.
         op_types: Op types to quantize (default: all ONNX Runtime supports).
         shapes: Fixed input dims (``{"input": (1, 3, 224, 224)}``).
@@ -586,14 +587,22 @@ def _choose_weight_bits(
     limit = min(cfg.eval_limit, 8)
     models = [
         quantize_static_ort(
-            float_model, calib.ranges, replace(opts, reduce_range=r, exclude_nodes=names), calib.dtypes
+            float_model,
+            calib.ranges,
+            replace(opts, reduce_range=r, exclude_nodes=names),
+            calib.dtypes,
         )
         for r in (True, False)
     ]
     s7, s8 = _recovery.output_sqnr(float_model, models, evalset, limit)
     seven = not s8 > s7
     chosen = models[0] if seven else models[1]
-    report.weight_bits = {"bits": 7 if seven else 8, "sqnr_db_7bit": s7, "sqnr_db_8bit": s8}
+    report.weight_bits = {
+        "bits": 7 if seven else 8,
+        # identical outputs give inf dB: kept JSON-safe
+        "sqnr_db_7bit": round(s7, 3) if math.isfinite(s7) else str(s7),
+        "sqnr_db_8bit": round(s8, 3) if math.isfinite(s8) else str(s8),
+    }
     report.reduce_range = seven
     report.warnings.append(
         f"this CPU has no VNNI (ONNX Runtime's u8 x s8 kernels can saturate with 8-bit "

@@ -147,7 +147,7 @@ def output_sqnr(
     seen = 0
     for batch in iter_batches(data.samples(), data.specs, 8):
         ref = fr.run(batch.feed)
-        for acc, runner in zip(accs, runners):
+        for acc, runner in zip(accs, runners, strict=True):
             out = runner.run(batch.feed)
             for o, a in acc.items():
                 if isinstance(ref.get(o), np.ndarray) and np.asarray(ref[o]).dtype.kind == "f":

@@ -216,8 +216,8 @@ def bench_memory(tmp: Path, quick: bool, hw: int) -> None:
 
 def _quality_models(quick: bool) -> list[tuple[str, Path, Path, Path | None]]:
     """(label, model, calibration npz, evaluation npz with labels or None)."""
-    from onnxcomp.data import SyntheticSource, input_specs
     from onnxcomp import io
+    from onnxcomp.data import SyntheticSource, input_specs
 
     out: list[tuple[str, Path, Path, Path | None]] = []
     mnist = ROOT / "fixtures" / "mnist"
