@@ -265,10 +265,12 @@ def _print(rep: Any, path: str, top: int) -> None:
                 f"({len(g.float_nodes)} more node(s) float, {g.ratio:.2f}x)"
             )
             for t in g.tried:
-                click.echo(
-                    f"  {t.name}: {len(t.nodes)} float node(s), {t.ratio:.2f}x, cosine "
-                    f"{t.cosine:.5f}{'' if t.meets_target else ' (fidelity not met)'}"
+                fid = (
+                    "not evaluated (not faster)"
+                    if t.cosine is None
+                    else f"cosine {t.cosine:.5f}{'' if t.meets_target else ' (fidelity not met)'}"
                 )
+                click.echo(f"  {t.name}: {len(t.nodes)} float node(s), {t.ratio:.2f}x, {fid}")
         else:
             click.echo(f"lat. guard  int8 {g.base_ratio:.2f}x float: nothing to change")
     v = rep.verify

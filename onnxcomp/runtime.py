@@ -81,7 +81,9 @@ def create_session(
         if isinstance(e, (UnsupportedModelError, DataError)):
             raise
         msg = " ".join(str(e).split())
-        raise UnsupportedModelError(f"{label}: onnxruntime cannot load the model: {msg[:400]}") from e
+        raise UnsupportedModelError(
+            f"{label}: onnxruntime cannot load the model: {msg[:400]}"
+        ) from e
 
 
 def expose_outputs(model: ir.Model, names: Sequence[str]) -> ir.Model:
@@ -174,7 +176,9 @@ class ModelRunner:
             outs = self.session.run(None, feed)
         except Exception as e:
             msg = " ".join(str(e).split())
-            raise DataError(f"{self.name}: onnxruntime failed on {where or 'a batch'}: {msg[:300]}") from e
+            raise DataError(
+                f"{self.name}: onnxruntime failed on {where or 'a batch'}: {msg[:300]}"
+            ) from e
         return dict(zip(self.output_names, outs))
 
 
@@ -203,6 +207,10 @@ def _stats(times: list[float]) -> LatencyStats:
     return LatencyStats(statistics.median(ms), q[0], q[-1], len(ms), ms)
 
 
+SLOW_RUN_S = 0.02
+"""Runs longer than this are timed without an untimed run of the same model first."""
+
+
 def measure_latency(
     runners: Sequence[ModelRunner],
     feed: dict[str, np.ndarray],
@@ -218,13 +226,18 @@ def measure_latency(
     run of the same model: a model run right after another one pays for the caches
     that one evicted (measured: 10% on a 0.03 ms int8 model run after its float
     original), which a fixed A, B, A, B order charges to one model only. A model
-    serving requests runs with its own weights in cache.
+    serving requests runs with its own weights in cache. Models slower than
+    ``SLOW_RUN_S`` in the warm-up skip the untimed run: refilling caches is noise
+    next to them, and the untimed run would double the cost of measuring.
     """
     if repeats < 1:
         raise DataError(f"latency repeats must be >= 1, got {repeats}")
+    warm = []
     for r in runners:
-        for _ in range(max(0, warmup)):
+        t0 = time.perf_counter()
+        for _ in range(max(1, warmup)):
             r.session.run(None, feed)
+        warm.append((time.perf_counter() - t0) / max(1, warmup) < SLOW_RUN_S)
     times: list[list[float]] = [[] for _ in runners]
     order = list(range(len(runners)))
     rng = random.Random(0)
@@ -232,7 +245,8 @@ def measure_latency(
         rng.shuffle(order)
         for i in order:
             run = runners[i].session.run
-            run(None, feed)
+            if warm[i]:
+                run(None, feed)
             t0 = time.perf_counter()
             run(None, feed)
             times[i].append(time.perf_counter() - t0)

@@ -151,7 +151,8 @@ def test_latency_runs_are_shuffled_and_warm() -> None:
         def __init__(self, name: str) -> None:
             self.session = Session(name)
 
-    stats = measure_latency([Runner("a"), Runner("b"), Runner("c")], {}, warmup=1, repeats=30)  # type: ignore[list-item]
+    runners = [Runner("a"), Runner("b"), Runner("c")]
+    stats = measure_latency(runners, {}, warmup=1, repeats=30)  # type: ignore[arg-type]
     assert [s.repeats for s in stats] == [30, 30, 30]
     timed = calls[3:]
     assert len(timed) == 2 * 3 * 30
@@ -159,3 +160,20 @@ def test_latency_runs_are_shuffled_and_warm() -> None:
     assert all(p[0] == p[1] for p in pairs)
     firsts = {tuple(p[0] for p in pairs[i : i + 3]) for i in range(0, len(pairs), 3)}
     assert len(firsts) > 1 and all(sorted(f) == ["a", "b", "c"] for f in firsts)
+
+
+def test_latency_of_slow_models_skips_the_untimed_run(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from onnxcomp import runtime
+
+    monkeypatch.setattr(runtime, "SLOW_RUN_S", 0.0)  # every model counts as slow
+    calls: list[str] = []
+
+    class Session:
+        def run(self, *_: object) -> None:
+            calls.append("x")
+
+    class Runner:
+        session = Session()
+
+    runtime.measure_latency([Runner(), Runner()], {}, warmup=2, repeats=5)  # type: ignore[list-item]
+    assert len(calls) == 2 * 2 + 2 * 5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import onnx
 import onnx_ir as ir
@@ -56,7 +58,9 @@ def test_fallback_meets_target_and_reports_nodes() -> None:
     plain = quantize(_ir(m), data, QuantizeConfig(latency_repeats=0, float_affine=False))
     assert plain.report.verify.min_cosine < 0.5
     r = quantize(
-        _ir(m), data, QuantizeConfig(latency_repeats=0, float_affine=False, target_cosine=0.97, sensitivity=True)
+        _ir(m),
+        data,
+        QuantizeConfig(latency_repeats=0, float_affine=False, target_cosine=0.97, sensitivity=True),
     )
     assert r.report.target_met is True
     assert r.report.verify.min_cosine >= 0.97
@@ -317,3 +321,69 @@ def test_guard_variants_are_cumulative_and_deduplicated() -> None:
     # the 1x1 conv of 8 inputs (8 MACs per output) and the 4x3x3 conv (36) are tiny too
     assert len(vs["tiny"]) == 3
     assert sorted(ops[n] for n in vs["mac-only"]) == ["HardSwish", "Sigmoid"]
+
+
+def test_guard_evaluates_fidelity_of_faster_variants_only_fastest_first() -> None:
+    """Variants no faster than the base get no evaluation run; the fastest that meets wins."""
+    from onnxcomp.quantize._latency import guard, variants
+    from onnxcomp.quantize._plan import name_nodes
+
+    model = ir.serde.deserialize_model(_dw_model())
+    name_nodes(model)
+    cands = dict(variants(model, set()))
+    built: dict[int, str] = {}
+
+    def build(extra: Sequence[str]) -> ir.Model:
+        m = model.clone()
+        name = next((k for k, v in cands.items() if list(v) == list(extra)), "base")
+        built[id(m)] = name
+        return m
+
+    # ms: float 10, base int8 15; "tiny" fastest but unfaithful, "depthwise" next, rest slow
+    speed = {"base": 15.0, "tiny": 6.0, "depthwise": 8.0}
+    evaluated: list[str] = []
+
+    def latency(models: Sequence[ir.Model]) -> list[float]:
+        return [10.0] + [speed.get(built.get(id(m), "base"), 20.0) for m in models[1:]]
+
+    def fidelity(m: ir.Model) -> tuple[bool, float]:
+        evaluated.append(built[id(m)])
+        return built[id(m)] != "tiny", 0.9
+
+    res = guard(
+        float_model=model,
+        qmodel=build(()),
+        build=build,
+        kept=(),
+        skip=set(),
+        latency=latency,
+        fidelity=fidelity,
+    )
+    assert evaluated == ["tiny", "depthwise"]
+    assert res.chosen == "depthwise" and res.ratio == pytest.approx(0.8)
+    by_name = {t.name: t for t in res.tried}
+    assert set(by_name) == set(cands)
+    assert by_name["tiny"].meets_target is False and by_name["depthwise"].meets_target
+    assert all(by_name[n].cosine is None for n in cands if n not in ("tiny", "depthwise"))
+
+
+def test_guard_leaves_a_ratio_within_the_noise_margin() -> None:
+    from onnxcomp.quantize._latency import guard
+
+    model = ir.serde.deserialize_model(_dw_model())
+    calls: list[int] = []
+
+    def latency(models: Sequence[ir.Model]) -> list[float]:
+        calls.append(len(models))
+        return [10.0, 10.2]
+
+    res = guard(
+        float_model=model,
+        qmodel=model,
+        build=lambda extra: model,
+        kept=(),
+        skip=set(),
+        latency=latency,
+        fidelity=lambda m: (True, 1.0),
+    )
+    assert calls == [2] and res.tried == [] and res.chosen == "base" and not res.pays
