@@ -416,6 +416,7 @@ def test_report_files(small: tuple[Path, Path], tmp_path: Path) -> None:
     md = (rep / "report.md").read_text()
     assert "| 2. prune |" in md and "## Gates" in md and "channels kept per layer" in md
     page = (rep / "report.html").read_text()
+    assert "criterion l1;" in page and "refitted" not in page  # no reconstruction here
     for key in ("params", "macs", "size", "latency", "fidelity", "gates", "prune-1"):
         assert f'data-plot="{key}"' in page, key
     low = page.lower()

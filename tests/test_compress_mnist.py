@@ -85,6 +85,8 @@ def test_pipeline_meets_gates_and_figures_equal_the_api_calls(run: dict[str, Pat
     p_path = run["tmp"] / "api_pruned.onnx"
     io.save(p.model, p_path)
     assert pr["details"]["plan"] == json.loads(json.dumps(p.plan.to_dict()))
+    assert pr["details"]["report"]["reconstructed"] is p.report["reconstructed"] is True
+    assert "consumers refitted by least squares" in (run["report"] / "report.html").read_text()
     assert pr["metrics"]["params"] == count_params(p.model)[0]
     assert pr["metrics"]["macs"] == p.plan.macs_after == count_macs(shaped_copy(p.model)[0])[0]
     assert pr["metrics"]["size"] == io.file_size(p_path)

@@ -567,9 +567,12 @@ def render_html(data: dict[str, Any]) -> str:
         if s["kind"] == "prune" and s["details"].get("plan"):
             plan = s["details"]["plan"]
             layers = [c for c in plan["layers"] if c["before"] != c["after"]] or plan["layers"]
+            ranking = f"criterion {_e(plan.get('criterion'))}"
+            if (s["details"].get("report") or {}).get("reconstructed"):
+                ranking += ", consumers refitted by least squares (reconstruction)"
             parts.append(f"<h2>Pruning ({_e(s['name'])}): channels kept per layer</h2>")
             parts.append(
-                f'<p class="note">criterion {_e(plan.get("criterion"))}; MACs {_count(plan["macs_before"])} &rarr; '
+                f'<p class="note">{ranking}; MACs {_count(plan["macs_before"])} &rarr; '
                 f"{_count(plan['macs_after'])}, params {_num(plan['params_before'])} &rarr; {_num(plan['params_after'])} "
                 f"(plan estimate); grey: channels before, blue: kept.</p>"
             )

@@ -628,6 +628,8 @@ def prune(
         seconds += time.perf_counter() - t1
     result = PruneResult(pruned, plan, check)
     result.report["prune_seconds"] = round(seconds, 3)
+    # the plan's criterion ranks the channels; a refit then changes the consumers
+    result.report["reconstructed"] = bool(cfg.refit and masks)
     return result
 
 
