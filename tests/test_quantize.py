@@ -260,7 +260,9 @@ def _int_weights(model: ir.Model) -> np.ndarray:
     return next(
         v.const_value.numpy()
         for v in model.graph.initializers.values()
-        if v.const_value is not None and v.const_value.dtype == ir.DataType.INT8 and v.shape.rank() == 2
+        if v.const_value is not None
+        and v.const_value.dtype == ir.DataType.INT8
+        and v.shape.rank() == 2
     )
 
 
@@ -662,8 +664,7 @@ def test_one_pass_growing_histograms_match_two_pass_fixed_grid(method: str) -> N
     rng = np.random.default_rng(3)
     # growing scale: later samples widen the range, so the one-pass grids re-bin
     samples = [
-        {"x": (rng.standard_normal((1, 3, 16, 16)) * (1 + i)).astype(np.float32)}
-        for i in range(24)
+        {"x": (rng.standard_normal((1, 3, 16, 16)) * (1 + i)).astype(np.float32)} for i in range(24)
     ]
     data = open_data(samples, model)
     one = calibrate(model, data, method=method, batch_size=4, memory_budget=2**30)
@@ -730,3 +731,29 @@ def test_double_buffered_calibration_equals_plain_runs(monkeypatch: pytest.Monke
     for m, res in with_binding.items():
         plain = calibrate(model, open_data(samples, model), method=m, batch_size=4)
         assert plain.ranges == res.ranges and plain.samples == res.samples == 23
+
+
+@pytest.mark.parametrize("fmt", ["qdq", "qoperator"])
+def test_faster_ort_helpers_write_byte_identical_models(
+    monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """The same-result replacements of ORT's quadratic helpers change nothing written."""
+    import contextlib
+
+    from onnxruntime.quantization import onnx_model, quant_utils
+
+    from onnxcomp.quantize import _ort
+
+    model = _to_ir(conv_model())
+    data = _samples((1, 3, 16, 16), 4)
+    from onnxcomp.data import open_data
+
+    cal = calibrate(model, open_data(data, model), method="minmax")
+    opts = _ort.OrtOptions(format=fmt, per_channel=True)
+    fast = io.to_proto(_ort.quantize_static_ort(model, cal.ranges, opts, cal.dtypes))
+    # restored afterwards
+    assert quant_utils.find_by_name.__module__ == "onnxruntime.quantization.quant_utils"
+    assert onnx_model.ONNXModel.replace_input_of_all_nodes.__module__.startswith("onnxruntime")
+    monkeypatch.setattr(_ort, "_linear_time_helpers", contextlib.nullcontext)
+    plain = io.to_proto(_ort.quantize_static_ort(model, cal.ranges, opts, cal.dtypes))
+    assert fast.SerializeToString() == plain.SerializeToString()

@@ -155,6 +155,42 @@ def _quiet_ort_warnings() -> Iterator[None]:
             )
 
 
+@contextlib.contextmanager
+def _linear_time_helpers() -> Iterator[None]:
+    """Same-result versions of two ONNX Runtime quantizer helpers that dominate on big graphs.
+
+    ``ONNXModel.replace_input_of_all_nodes`` loops in Python over every input of
+    every node once per quantized tensor, and ``find_by_name`` builds the list of
+    all matches to return the first: together ~70% of quantizing DenseNet-121.
+    The replacements skip nodes without the name (a C-level membership test) and
+    stop at the first match; the model written is byte-identical (tested).
+    """
+    from onnxruntime.quantization import base_quantizer, onnx_model, qdq_quantizer, quant_utils
+
+    def replace_input_of_all_nodes(self, old_input_name, new_input_name):  # type: ignore[no-untyped-def]
+        for node in self.model.graph.node:
+            if old_input_name in node.input:
+                onnx_model.ONNXModel.replace_node_input(node, old_input_name, new_input_name)
+
+    def find_by_name(item_name, item_list):  # type: ignore[no-untyped-def]
+        return next((item for item in item_list if item.name == item_name), None)
+
+    patches = [(onnx_model.ONNXModel, "replace_input_of_all_nodes", replace_input_of_all_nodes)]
+    patches += [
+        (mod, "find_by_name", find_by_name)
+        for mod in (quant_utils, onnx_model, base_quantizer, qdq_quantizer)
+        if hasattr(mod, "find_by_name")
+    ]
+    saved = [(obj, name, getattr(obj, name)) for obj, name, _ in patches]
+    try:
+        for obj, name, fn in patches:
+            setattr(obj, name, fn)
+        yield
+    finally:
+        for obj, name, fn in saved:
+            setattr(obj, name, fn)
+
+
 def quantize_static_ort(
     model: ir.Model,
     ranges: Mapping[str, Range],
@@ -216,7 +252,7 @@ def quantize_static_ort(
                 op_types,
                 extra,
             )
-        with _quiet_ort_warnings():
+        with _quiet_ort_warnings(), _linear_time_helpers():
             quantizer.quantize_model()
         quantizer.model.topological_sort()
         for init in quantizer.model.model.graph.initializer:
