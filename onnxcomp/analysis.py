@@ -94,8 +94,8 @@ def _shape_list(shape: ir.Shape | None) -> list[int | str | None] | None:
     return [d if isinstance(d, int) else (d.value or None) for d in shape]
 
 
-def _tensor_info(v: ir.Value) -> TensorInfo:
-    dtype = v.dtype.name.lower() if v.dtype is not None else "?"
+def _tensor_info(v: ir.Value, opaque: Mapping[str, str] | None = None) -> TensorInfo:
+    dtype = v.dtype.name.lower() if v.dtype is not None else (opaque or {}).get(str(v.name), "?")
     return TensorInfo(str(v.name), dtype, _shape_list(v.shape))
 
 
@@ -194,7 +194,10 @@ def shaped_copy(
             v.shape = ir.Shape(dims)
             assumptions.append(f"input {v.name!r}: dynamic axis 0 ({d0}) taken as 1")
     io.lift_constant_tensors(copy)
-    ShapeInferencePass(strict_mode=False, data_prop=False)(copy)
+    try:
+        ShapeInferencePass(strict_mode=False, data_prop=False)(copy)
+    except Exception as e:  # e.g. types onnx_ir cannot hold (scikit-learn's ZipMap maps)
+        logger.info("static shape inference failed (%s); using ONNX Runtime shapes only", e)
     _runtime_shapes(copy)
     return copy, assumptions
 
@@ -246,6 +249,16 @@ def count_params(model: ir.Model) -> tuple[int, int, int]:
                 nbytes += v.const_value.nbytes
     const_params = 0
     for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.domain == "ai.onnx.ml":
+            # classic ML operators keep their weights (coefficients, tree thresholds and
+            # leaf values) in float attributes
+            for attr in node.attributes.values():
+                if attr.type == ir.AttributeType.FLOATS:
+                    params += len(attr.value)
+                    nbytes += 4 * len(attr.value)
+                elif attr.type == ir.AttributeType.TENSOR:
+                    params += attr.as_tensor().size
+                    nbytes += attr.as_tensor().nbytes
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             attr = node.attributes.get("value")
             if attr is not None and attr.type == ir.AttributeType.TENSOR:
@@ -269,6 +282,7 @@ def inspect_model(
         top: How many of the largest layers (by MACs, then params) to list.
     """
     src = io.source_path(model)
+    opaque = io.opaque_types(model)
     params, nbytes, const_params = count_params(model)
     hist = Counter(
         (n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}")
@@ -296,9 +310,9 @@ def inspect_model(
         opsets={k or "ai.onnx": v for k, v in model.opset_imports.items()},
         producer=model.producer_name or "",
         producer_version=model.producer_version or "",
-        metadata=dict(model.metadata_props),
-        inputs=[_tensor_info(v) for v in io.graph_inputs(model)],
-        outputs=[_tensor_info(v) for v in model.graph.outputs],
+        metadata={k: v for k, v in model.metadata_props.items() if k != io.OPAQUE_TYPES_KEY},
+        inputs=[_tensor_info(v, opaque) for v in io.graph_inputs(model)],
+        outputs=[_tensor_info(v, opaque) for v in model.graph.outputs],
         params=int(params),
         params_bytes=int(nbytes),
         constant_node_params=int(const_params),

@@ -18,6 +18,8 @@ onnx_ir model object and therefore survive a load/save round trip.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import shutil
@@ -51,6 +53,8 @@ logger = logging.getLogger(__name__)
 #: Protobuf refuses messages of 2 GiB; stay clear of it.
 PROTOBUF_LIMIT = 2**31 - 64 * 2**20
 _SOURCE_KEY = "onnxcomp.source_path"
+OPAQUE_TYPES_KEY = "onnxcomp.opaque_types"
+"""metadata_props key holding graph input/output types onnx_ir cannot represent (maps)."""
 
 
 def load(
@@ -94,9 +98,8 @@ def load(
             )
             onnx.checker.check_model(str(p) if has_external else proto)
         except Exception as e:
-            raise InvalidInputError(
-                f"{p}: ONNX checker rejects the model: {_first_line(e)}"
-            ) from e
+            raise InvalidInputError(f"{p}: ONNX checker rejects the model: {_first_line(e)}") from e
+    _stash_opaque_types(proto)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as e:
@@ -108,6 +111,91 @@ def load(
     if shapes:
         fix_input_shapes(model, shapes)
     return model
+
+
+def _has_map(t: onnx.TypeProto) -> bool:
+    kind = t.WhichOneof("value")
+    if kind == "map_type":
+        return True
+    if kind == "sequence_type":
+        return _has_map(t.sequence_type.elem_type)
+    if kind == "optional_type":
+        return _has_map(t.optional_type.elem_type)
+    return False
+
+
+def _stash_opaque_types(proto: onnx.ModelProto) -> None:
+    """Move map types (scikit-learn's ZipMap outputs) out of the graph's signature.
+
+    onnx_ir cannot represent map types. ONNX Runtime infers them from the node
+    schemas, so the values stay untyped in memory; the types are kept in
+    ``metadata_props`` and put back by :func:`to_proto` and :func:`save`.
+    """
+    g = proto.graph
+    stash: dict[str, str] = {}
+    for v in list(g.input) + list(g.output):
+        if v.HasField("type") and _has_map(v.type):
+            stash[v.name] = base64.b64encode(v.type.SerializeToString()).decode("ascii")
+            v.ClearField("type")
+    keep = [v for v in g.value_info if not (v.HasField("type") and _has_map(v.type))]
+    if len(keep) != len(g.value_info):
+        del g.value_info[:]
+        g.value_info.extend(keep)
+    if stash:
+        old = [p for p in proto.metadata_props if p.key == OPAQUE_TYPES_KEY]
+        merged = {**(json.loads(old[-1].value) if old else {}), **stash}
+        keep = [p for p in proto.metadata_props if p.key != OPAQUE_TYPES_KEY]
+        del proto.metadata_props[:]
+        proto.metadata_props.extend(keep)
+        proto.metadata_props.add(key=OPAQUE_TYPES_KEY, value=json.dumps(merged, sort_keys=True))
+
+
+def _type_text(t: onnx.TypeProto) -> str:
+    kind = t.WhichOneof("value")
+    if kind == "tensor_type":
+        return f"tensor({onnx.TensorProto.DataType.Name(t.tensor_type.elem_type).lower()})"
+    if kind == "sequence_type":
+        return f"seq({_type_text(t.sequence_type.elem_type)})"
+    if kind == "map_type":
+        key = onnx.TensorProto.DataType.Name(t.map_type.key_type).lower()
+        return f"map({key},{_type_text(t.map_type.value_type)})"
+    if kind == "optional_type":
+        return f"optional({_type_text(t.optional_type.elem_type)})"
+    return "?"
+
+
+def opaque_types(model: ir.Model) -> dict[str, str]:
+    """``{value name: type}`` of the graph inputs/outputs whose map types are kept aside."""
+    raw = model.metadata_props.get(OPAQUE_TYPES_KEY)
+    if not raw:
+        return {}
+    out = {}
+    for name, b64 in json.loads(raw).items():
+        t = onnx.TypeProto()
+        t.ParseFromString(base64.b64decode(b64))
+        out[name] = _type_text(t)
+    return out
+
+
+def from_proto(proto: onnx.ModelProto) -> ir.Model:
+    """Deserialize a model produced by an ONNX tool (map types kept aside, see above)."""
+    _stash_opaque_types(proto)
+    return ir.serde.deserialize_model(proto)
+
+
+def restore_opaque_types(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Put the stashed map types back on the graph's inputs/outputs (in place)."""
+    entries = [p for p in proto.metadata_props if p.key == OPAQUE_TYPES_KEY]
+    if not entries:
+        return proto
+    stash = json.loads(entries[-1].value)
+    for v in list(proto.graph.input) + list(proto.graph.output):
+        if v.name in stash and not v.HasField("type"):
+            v.type.ParseFromString(base64.b64decode(stash[v.name]))
+    keep = [p for p in proto.metadata_props if p.key != OPAQUE_TYPES_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    return proto
 
 
 def _first_line(e: BaseException) -> str:
@@ -135,9 +223,13 @@ def lift_constant_tensors(model: ir.Model) -> int:
     Returns:
         The number of constants lifted.
     """
-    before = sum(1 for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "Constant")
+    before = sum(
+        1 for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "Constant"
+    )
     LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
-    after = sum(1 for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "Constant")
+    after = sum(
+        1 for n in ir.traversal.RecursiveGraphIterator(model.graph) if n.op_type == "Constant"
+    )
     lifted = before - after
     if lifted and model.ir_version < 4:
         # IR < 4 requires every initializer to be a graph input as well.
@@ -248,7 +340,7 @@ def to_proto(model: ir.Model) -> onnx.ModelProto:
         raise UnsupportedModelError(
             "model tensors exceed 2 GB; save it with external data instead of serializing"
         )
-    return ir.serde.serialize_model(model)
+    return restore_opaque_types(ir.serde.serialize_model(model))
 
 
 def save(
@@ -286,7 +378,9 @@ def save(
         if target.exists() and any(
             f.exists() and os.path.samefile(f, target) for f in external_files(prot)
         ):
-            raise InvalidInputError(f"{target}: refusing to overwrite the external data of the input")
+            raise InvalidInputError(
+                f"{target}: refusing to overwrite the external data of the input"
+            )
     if external_data is None:
         external_data = model_nbytes(model) > PROTOBUF_LIMIT or _uses_external_data(model)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -308,7 +402,12 @@ def save(
             else:
                 ir.save(model, tmp_model)
         except ValueError as e:
-            raise UnsupportedModelError(f"{target}: cannot serialize model: {_first_line(e)}") from e
+            raise UnsupportedModelError(
+                f"{target}: cannot serialize model: {_first_line(e)}"
+            ) from e
+        if OPAQUE_TYPES_KEY in model.metadata_props:
+            written = onnx.load(str(tmp_model), load_external_data=False)
+            onnx.save(restore_opaque_types(written), str(tmp_model))
         if external_data and (tmpdir / data_name).exists():
             os.replace(tmpdir / data_name, target.parent / data_name)
         os.replace(tmp_model, target)

@@ -162,6 +162,20 @@ def iter_batches(
         yield flush()
 
 
+def _as_array(value: Any) -> Any:
+    """A sequence of maps (scikit-learn's ZipMap probabilities) as an [N, classes] array.
+
+    The keys of the first map fix the column order; other outputs pass unchanged.
+    """
+    if isinstance(value, list) and value and all(isinstance(d, dict) for d in value):
+        keys = list(value[0])
+        try:
+            return np.asarray([[d[k] for k in keys] for d in value], dtype=np.float32)
+        except (KeyError, TypeError, ValueError):
+            return value
+    return value
+
+
 class ModelRunner:
     """Runs one model over batches; names the model and batch in errors."""
 
@@ -179,7 +193,7 @@ class ModelRunner:
             raise DataError(
                 f"{self.name}: onnxruntime failed on {where or 'a batch'}: {msg[:300]}"
             ) from e
-        return dict(zip(self.output_names, outs))
+        return dict(zip(self.output_names, [_as_array(o) for o in outs], strict=True))
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def simplify(model: ir.Model, config: SimplifyConfig | None = None) -> ir.Model:
         raise UnsupportedModelError(f"onnxsim failed: {msg}") from e
     if not ok:
         raise UnsupportedModelError("onnxsim could not validate the simplified model")
-    result = ir.serde.deserialize_model(simplified)
+    result = io.from_proto(simplified)
     result.metadata_props.clear()
     result.metadata_props.update(model.metadata_props)
     result.producer_name = model.producer_name

@@ -163,7 +163,7 @@ def model_size(model: ModelLike) -> int:
         nbytes = io.model_nbytes(model)
         if nbytes > io.PROTOBUF_LIMIT:
             return nbytes
-        return int(ir.serde.serialize_model(model).ByteSize())
+        return int(io.to_proto(model).ByteSize())
     return io.file_size(model)
 
 

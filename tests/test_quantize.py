@@ -757,3 +757,18 @@ def test_faster_ort_helpers_write_byte_identical_models(
     monkeypatch.setattr(_ort, "_linear_time_helpers", contextlib.nullcontext)
     plain = io.to_proto(_ort.quantize_static_ort(model, cal.ranges, opts, cal.dtypes))
     assert fast.SerializeToString() == plain.SerializeToString()
+
+
+def test_everything_excluded_is_an_error_not_a_bigger_copy() -> None:
+    from onnxcomp.errors import UnsupportedModelError
+
+    model = _to_ir(conv_model())
+    data = _samples((1, 3, 16, 16), 4)
+    with pytest.raises(UnsupportedModelError, match="every quantizable node stays float"):
+        quantize(
+            model,
+            data,
+            QuantizeConfig(
+                latency_repeats=0, exclude=("Conv", "Gemm", "Relu", "GlobalAveragePool", "Flatten")
+            ),
+        )

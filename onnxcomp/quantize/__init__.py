@@ -44,6 +44,7 @@ from onnxcomp.quantize._collectors import Range
 from onnxcomp.quantize._ort import (
     OrtOptions,
     cpu_needs_reduce_range,
+    default_op_types,
     quantize_dynamic_ort,
     quantize_static_ort,
 )
@@ -413,6 +414,7 @@ def quantize(
             float_model, replace(opts, exclude_nodes=tuple(e.node for e in plan))
         )
         load_check(qmodel)
+        _require_quantized(float_model, qmodel, opts, plan)
         report.quantized_nodes = count_quantized(qmodel)
         clock.lap("quantize")
     else:
@@ -503,6 +505,7 @@ def quantize(
         else:
             qmodel = build(())
         del chosen
+        _require_quantized(float_model, qmodel, opts, plan)
         clock.lap("quantize")
         if cfg.target_cosine is not None or cfg.max_drop is not None or cfg.sensitivity:
             if evalset is None:
@@ -551,6 +554,30 @@ def quantize(
             )
     report.seconds = clock.laps
     return QuantizeResult(qmodel, report)
+
+
+def _require_quantized(
+    float_model: ir.Model, qmodel: ir.Model, opts: OrtOptions, plan: Sequence[Exclusion]
+) -> None:
+    """A model in which nothing got quantized is an error, not a bigger copy."""
+    if count_quantized(qmodel):
+        return
+    ops = sorted(
+        {
+            n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
+            for n in float_model.graph
+        }
+    )
+    supported = set(opts.op_types) or set(default_op_types())
+    if not supported & set(ops):
+        raise UnsupportedModelError(
+            f"nothing to quantize: none of the model's op types ({', '.join(ops[:12])}"
+            f"{', ...' if len(ops) > 12 else ''}) is one ONNX Runtime quantizes"
+        )
+    raise UnsupportedModelError(
+        f"nothing to quantize: every quantizable node stays float ({len(plan)} kept by "
+        "--exclude or the plan); see --op-types/--exclude"
+    )
 
 
 class _Clock:

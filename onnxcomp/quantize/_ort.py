@@ -262,7 +262,7 @@ def quantize_static_ort(
         raise UnsupportedModelError(
             f"ONNX Runtime's quantizer failed: {type(e).__name__}: {msg}"
         ) from e
-    out = ir.serde.deserialize_model(quantizer.model.model)
+    out = io.from_proto(quantizer.model.model)
     _copy_props(model, out)
     return out
 
@@ -292,7 +292,7 @@ def quantize_dynamic_ort(model: ir.Model, options: OrtOptions) -> ir.Model:
             raise UnsupportedModelError(f"ONNX Runtime's dynamic quantizer failed: {msg}") from e
         out = ir.load(dst)
         # materialize tensors before the temporary folder goes away
-        out = ir.serde.deserialize_model(ir.serde.serialize_model(out))
+        out = io.from_proto(ir.serde.serialize_model(out))
     _copy_props(model, out)
     return out
 

@@ -198,7 +198,7 @@ def _convert_opset(model: ir.Model, target: int) -> ir.Model:
     proto = io.to_proto(model)
     converted = version_converter.convert_version(proto, target)
     onnx.checker.check_model(converted)
-    out = ir.serde.deserialize_model(converted)
+    out = io.from_proto(converted)
     out.meta.update(model.meta)
     return out
 
