@@ -45,6 +45,12 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(130)
+        except BrokenPipeError:
+            # the reader went away (`onnxcomp inspect m.onnx | head`): stop quietly, the
+            # shell's way; stdout is pointed at devnull so the exit flush cannot fail again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            sys.exit(141)
         except Exception as e:
             from onnxcomp.errors import OnnxcompError
 

@@ -177,3 +177,22 @@ def test_latency_of_slow_models_skips_the_untimed_run(monkeypatch) -> None:  # t
 
     runtime.measure_latency([Runner(), Runner()], {}, warmup=2, repeats=5)  # type: ignore[list-item]
     assert len(calls) == 2 * 2 + 2 * 5
+
+
+def test_a_closed_pipe_ends_quietly(conv_path: Path) -> None:
+    """`onnxcomp inspect m.onnx | head` must not print an internal error."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before anything is written
+    try:
+        p = subprocess.run(
+            [sys.executable, "-m", "onnxcomp.cli", "inspect", str(conv_path)],
+            stdout=w,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    finally:
+        os.close(w)
+    assert p.returncode == 141, p.stderr
+    assert b"error" not in p.stderr and b"Traceback" not in p.stderr
