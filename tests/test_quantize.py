@@ -772,3 +772,36 @@ def test_everything_excluded_is_an_error_not_a_bigger_copy() -> None:
                 latency_repeats=0, exclude=("Conv", "Gemm", "Relu", "GlobalAveragePool", "Flatten")
             ),
         )
+
+
+def test_float16_model_quantizes_with_a_float16_interface() -> None:
+    """int8 kernels need float32 scales: inside becomes float32, the interface stays float16."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float16)
+    g = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+            helper.make_node("Relu", ["c"], ["r"], name="relu"),
+            helper.make_node("Cast", ["r"], ["h"], to=TensorProto.FLOAT16, name="cast"),
+            helper.make_node("Mul", ["h", "k"], ["y"], name="mul"),
+        ],
+        "fp16",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, ["N", 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, ["N", 8, 16, 16])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float16(2.0), "k")],
+    )
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto, full_check=True)
+    data = [{"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float16)} for _ in range(8)]
+    r = quantize(_to_ir(proto), data, FAST)
+    sess = _check(r.model)
+    out = io.to_proto(r.model)
+    assert [i.type.tensor_type.elem_type for i in out.graph.input] == [TensorProto.FLOAT16]
+    assert [o.type.tensor_type.elem_type for o in out.graph.output] == [TensorProto.FLOAT16]
+    assert r.report.quantized_nodes > 0 and "QuantizeLinear" in _ops(r.model)
+    assert any("float16 model" in w for w in r.report.warnings)
+    ref = _run(proto, data[0])[0].astype(np.float32)
+    got = sess.run(None, data[0])[0]
+    assert got.dtype == np.float16 and _cos(ref, got.astype(np.float32)) > 0.999

@@ -163,6 +163,73 @@ def fold_constant_of_shape(model: ir.Model) -> int:
     return count
 
 
+def float16_to_float32(model: ir.Model) -> bool:
+    """Compute in float32 inside a float16 model; its inputs and outputs stay float16.
+
+    ONNX Runtime's int8 kernels take float32 scales (float16 ones make an invalid
+    model before opset 19) and its CPU kernels are float32: weights and Cast/
+    ConstantOfShape targets become float32, and Casts at the float16 inputs and
+    outputs keep the model's interface. Returns whether anything changed.
+    """
+    graph = model.graph
+    f16, f32 = ir.DataType.FLOAT16, ir.DataType.FLOAT
+    changed = False
+    for name, v in list(graph.initializers.items()):
+        if v.const_value is not None and v.const_value.dtype == f16:
+            v.const_value = ir.tensor(v.const_value.numpy().astype(np.float32), name=name)
+            v.type = ir.TensorType(f32)
+            changed = True
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        to = node.attributes.get("to")
+        if node.op_type == "Cast" and to is not None and to.value == f16:
+            node.attributes["to"] = ir.AttrInt64("to", int(f32))
+            changed = True
+        value = node.attributes.get("value")
+        if node.op_type == "ConstantOfShape" and value is not None:
+            t = value.as_tensor()
+            if t.dtype == f16:
+                node.attributes["value"] = ir.AttrTensor(
+                    "value", ir.tensor(t.numpy().astype(np.float32))
+                )
+                changed = True
+    inputs = [v for v in graph.inputs if v.dtype == f16 and not v.is_initializer()]
+    outputs = [(i, v) for i, v in enumerate(graph.outputs) if v.dtype == f16]
+    if not (changed or inputs or outputs):
+        return False
+    for x in inputs:
+        uses = list(x.uses())
+        cast = ir.Node(
+            "", "Cast", [x], attributes=[ir.AttrInt64("to", int(f32))], name=f"{x.name}__to_float32"
+        )
+        inner = cast.outputs[0]
+        inner.name, inner.type, inner.shape = f"{x.name}__float32", ir.TensorType(f32), x.shape
+        if len(graph):
+            graph.insert_before(graph.node(0), cast)
+        else:
+            graph.append(cast)
+        for use in uses:
+            use.node.replace_input_with(use.idx, inner)
+    for i, y in outputs:
+        name = y.name
+        y.name = f"{name}__float32"
+        cast = ir.Node(
+            "", "Cast", [y], attributes=[ir.AttrInt64("to", int(f16))], name=f"{name}__to_float16"
+        )
+        out = cast.outputs[0]
+        out.name, out.type, out.shape = name, ir.TensorType(f16), y.shape
+        graph.append(cast)
+        graph.outputs[i] = out
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        if node.name and node.name.endswith("__to_float16"):
+            continue
+        for v in node.outputs:
+            if v.dtype == f16:
+                v.type = ir.TensorType(f32)
+    return True
+
+
 def modernize_ir(model: ir.Model) -> None:
     """IR < 4 lists every initializer as a graph input too; new initializers then fail the checker.
 
@@ -213,6 +280,7 @@ def prepare(model: ir.Model, config: PrepareConfig | None = None) -> Prepared:
     m = model.clone()
     m.meta.update(model.meta)
     io.lift_constant_tensors(m)
+    widened = float16_to_float32(m)
     folded = fold_constant_of_shape(m)
     if folded:
         logger.info("%d ConstantOfShape weight(s) folded into initializers", folded)
@@ -221,6 +289,11 @@ def prepare(model: ir.Model, config: PrepareConfig | None = None) -> Prepared:
         io.fix_input_shapes(m, cfg.shapes)
     before = opset_of(m)
     prep = Prepared(m, cfg.per_channel, before, before)
+    if widened:
+        prep.warnings.append(
+            "float16 model: it computes in float32 inside the int8 model; its float16 "
+            "inputs and outputs are kept with Casts"
+        )
     if cfg.fold_bn:
         prep.folded_bn = fold_batchnorm(m)
     if cfg.onnxsim:
