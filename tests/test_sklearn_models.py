@@ -132,3 +132,25 @@ def test_quantize_says_there_is_nothing_to_quantize(skl: tuple[Path, Path], tmp_
     assert r.exit_code == 2 and not out.exists()
     lines = [ln for ln in r.output.splitlines() if ln.startswith("error")]
     assert len(lines) == 1 and "nothing to quantize" in lines[0] and "Traceback" not in r.output
+
+
+def test_distill_reads_the_probabilities_behind_zipmap(
+    skl: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """No --output needed: the ZipMap output is the class scores; its input tensor is read."""
+    import onnxruntime as ort
+
+    from onnxcomp.distill import label, open_store
+
+    src, data = skl
+    rep = label(str(src), str(data), tmp_path / "store")
+    store = open_store(tmp_path / "store")
+    x = np.load(data)["X"]
+    probs = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"]).run(
+        ["probabilities"], {"X": x}
+    )[0]
+    expected = np.log(np.asarray([[d[k] for k in sorted(d)] for d in probs], dtype=np.float64))
+    got = store.log_probs(np.arange(len(x)))
+    d = rep.to_dict()
+    assert store.classes == 3 and d["tapped"] == "probs" and d["tap"] == "probabilities"
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -354,6 +354,15 @@ def _class_like_declared(value: ir.Value) -> bool | None:
     return True
 
 
+def _zipmap_input(value: ir.Value) -> ir.Value | None:
+    """The ``[batch, classes]`` tensor behind a ZipMap output (scikit-learn classifiers)."""
+    node = value.producer()
+    if node is None or node.domain != "ai.onnx.ml" or node.op_type != "ZipMap":
+        return None
+    src = node.inputs[0] if node.inputs else None
+    return None if src is None or src.is_initializer() else src
+
+
 def plan_tap(model: ir.Model, output: str | None = None) -> TapPlan:
     """Choose the teacher output and the tensor that holds its logits.
 
@@ -374,7 +383,7 @@ def plan_tap(model: ir.Model, output: str | None = None) -> TapPlan:
     elif len(outputs) == 1:
         value = outputs[0]
     else:
-        likely = [v for v in outputs if _class_like_declared(v)]
+        likely = [v for v in outputs if _class_like_declared(v) or _zipmap_input(v) is not None]
         if len(likely) != 1:
             raise InvalidInputError(
                 f"the teacher has {len(outputs)} outputs ({', '.join(names)}); choose the class "
@@ -382,6 +391,14 @@ def plan_tap(model: ir.Model, output: str | None = None) -> TapPlan:
             )
         value = likely[0]
     name = str(value.name)
+    zipped = _zipmap_input(value)
+    if zipped is not None:
+        return TapPlan(
+            output=name,
+            tapped=str(zipped.name),
+            tap="logits",  # probabilities are recognised on the first batch
+            reason=f"{name!r} is the ZipMap of {zipped.name!r}; reading that tensor",
+        )
     if _class_like_declared(value) is False:
         shape = "?" if value.shape is None else "x".join(str(d) for d in value.shape)
         raise UnsupportedModelError(
@@ -551,7 +568,6 @@ def _label_graph(model: ir.Model, plan_or_cfg: Any, tapped: str, features: Seque
     except Exception as e:  # unusual graphs: the numpy path still works
         logger.info("label graph not built (%s); post-processing in numpy", e)
         return None
-
 
 
 def _run(session: Any, names: list[str], feed: dict[str, np.ndarray], where: str) -> list[Any]:
