@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import onnx_ir as ir
-from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxcomp import io
 
@@ -195,7 +194,7 @@ def shaped_copy(
             assumptions.append(f"input {v.name!r}: dynamic axis 0 ({d0}) taken as 1")
     io.lift_constant_tensors(copy)
     try:
-        ShapeInferencePass(strict_mode=False, data_prop=False)(copy)
+        copy = io.infer_shapes(copy)
     except Exception as e:  # e.g. types onnx_ir cannot hold (scikit-learn's ZipMap maps)
         logger.info("static shape inference failed (%s); using ONNX Runtime shapes only", e)
     _runtime_shapes(copy)

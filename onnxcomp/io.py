@@ -177,6 +177,20 @@ def opaque_types(model: ir.Model) -> dict[str, str]:
     return out
 
 
+def infer_shapes(model: ir.Model, *, data_prop: bool = False) -> ir.Model:
+    """ONNX shape inference on ``model`` (onnx_ir's pass, non-strict); returns the model.
+
+    Skipped when a graph input has no type (a map type kept aside at load): onnx's
+    C++ inference crashes the process on those (segmentation fault, onnx 1.19).
+    """
+    from onnx_ir.passes.common import ShapeInferencePass
+
+    if any(v.type is None for v in model.graph.inputs):
+        logger.info("shape inference skipped: a graph input has no tensor type")
+        return model
+    return ShapeInferencePass(strict_mode=False, data_prop=data_prop)(model).model
+
+
 def from_proto(proto: onnx.ModelProto) -> ir.Model:
     """Deserialize a model produced by an ONNX tool (map types kept aside, see above)."""
     _stash_opaque_types(proto)

@@ -154,3 +154,52 @@ def test_distill_reads_the_probabilities_behind_zipmap(
     d = rep.to_dict()
     assert store.classes == 3 and d["tapped"] == "probs" and d["tap"] == "probabilities"
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_map_typed_input_does_not_crash(tmp_path: Path) -> None:
+    """A DictVectorizer takes a map input: onnx's shape inference segfaults on the untyped
+    input, so it is skipped (run in a subprocess: a crash must fail the test, not pytest)."""
+    import subprocess
+    import sys
+
+    dict_in = helper.make_value_info(
+        "dict_in",
+        helper.make_map_type_proto(
+            TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, [])
+        ),
+    )
+    g = helper.make_graph(
+        [
+            helper.make_node(
+                "DictVectorizer",
+                ["dict_in"],
+                ["v"],
+                domain="ai.onnx.ml",
+                string_vocabulary=["a", "b", "c"],
+                name="dv",
+            ),
+            helper.make_node(
+                "Normalizer", ["v"], ["y"], domain="ai.onnx.ml", norm="L2", name="norm"
+            ),
+        ],
+        "dv",
+        [dict_in],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+    )
+    m = helper.make_model(
+        g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)]
+    )
+    m.ir_version = 8
+    p = tmp_path / "dv.onnx"
+    onnx.save(m, p)
+    cli = [sys.executable, "-m", "onnxcomp.cli"]
+    r = subprocess.run([*cli, "inspect", str(p)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "map(string,tensor(float))" in r.stdout
+    r = subprocess.run(
+        [*cli, "prune", str(p), "-o", str(tmp_path / "p.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "dict_in" in r.stderr

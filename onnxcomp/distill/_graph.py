@@ -116,10 +116,10 @@ class _Builder:
 
 def _with_inferred_shapes(model: ir.Model) -> ir.Model:
     """``model`` with ONNX shape inference applied (unchanged if inference fails)."""
-    from onnx_ir.passes.common import ShapeInferencePass
+    from onnxcomp import io
 
     try:
-        return ShapeInferencePass(strict_mode=False, data_prop=False)(model).model
+        return io.infer_shapes(model)
     except Exception as e:  # pragma: no cover - best effort
         logger.debug("shape inference failed on the label graph: %s", e)
         return model

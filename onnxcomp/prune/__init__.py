@@ -135,8 +135,6 @@ class PruneResult:
 
 def prepare(model: ir.Model) -> ir.Model:
     """A copy with Constant tensors lifted, unique node names and inferred shapes."""
-    from onnx_ir.passes.common import ShapeInferencePass
-
     from onnxcomp import io
     from onnxcomp.prune._graph import name_nodes
 
@@ -144,7 +142,7 @@ def prepare(model: ir.Model) -> ir.Model:
     io.lift_constant_tensors(m)
     name_nodes(m)
     try:
-        ShapeInferencePass(strict_mode=False, data_prop=True)(m)
+        m = io.infer_shapes(m, data_prop=True)
     except Exception as e:  # shapes stay partial; handlers needing them stop
         logger.info("shape inference failed: %s", e)
     return m

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 import onnx_ir as ir
 
+from onnxcomp import io
 from onnxcomp.data import Dataset
 from onnxcomp.errors import CalibrationError, DataError, InvalidInputError
 from onnxcomp.quantize._collectors import DEFAULT_BINS, HistogramCollector, MinMaxCollector, Range
@@ -270,11 +271,9 @@ class _StatsRunner(ModelRunner):
 
 def _inferred_dtypes(model: ir.Model) -> dict[str, ir.DataType]:
     """Element types from ONNX shape inference on a copy (empty when it fails)."""
-    from onnx_ir.passes.common import ShapeInferencePass
-
     copy = model.clone()
     try:
-        ShapeInferencePass(strict_mode=False, data_prop=False)(copy)
+        copy = io.infer_shapes(copy)
     except Exception as e:  # calibration then exposes those tensors as they are
         logger.info("shape inference failed before calibration: %s", e)
         return {}
