@@ -23,13 +23,22 @@ from onnxcomp.verification import VerifyConfig, verify
 COEF = np.random.default_rng(0).standard_normal(12)
 
 
+def _map_to_float(key: int) -> onnx.TypeProto:
+    return helper.make_map_type_proto(key, helper.make_tensor_type_proto(TensorProto.FLOAT, []))
+
+
+def _ml_model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    """A model of the ai.onnx.ml domain as skl2onnx writes them (IR 8)."""
+    m = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)]
+    )
+    m.ir_version = 8
+    return m
+
+
 def _linear_classifier(path: Path) -> Path:
     """What skl2onnx writes for a LogisticRegression: label + ZipMap probabilities."""
-    probs_type = helper.make_sequence_type_proto(
-        helper.make_map_type_proto(
-            TensorProto.INT64, helper.make_tensor_type_proto(TensorProto.FLOAT, [])
-        )
-    )
+    probs_type = helper.make_sequence_type_proto(_map_to_float(TensorProto.INT64))
     g = helper.make_graph(
         [
             helper.make_node(
@@ -60,10 +69,7 @@ def _linear_classifier(path: Path) -> Path:
             helper.make_value_info("probabilities", probs_type),
         ],
     )
-    m = helper.make_model(
-        g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)]
-    )
-    m.ir_version = 8
+    m = _ml_model(g)
     m.metadata_props.add(key="classes", value="cat,dog,bird")
     onnx.checker.check_model(m, full_check=True)
     p = path / "skl.onnx"
@@ -162,12 +168,7 @@ def test_map_typed_input_does_not_crash(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    dict_in = helper.make_value_info(
-        "dict_in",
-        helper.make_map_type_proto(
-            TensorProto.STRING, helper.make_tensor_type_proto(TensorProto.FLOAT, [])
-        ),
-    )
+    dict_in = helper.make_value_info("dict_in", _map_to_float(TensorProto.STRING))
     g = helper.make_graph(
         [
             helper.make_node(
@@ -186,10 +187,7 @@ def test_map_typed_input_does_not_crash(tmp_path: Path) -> None:
         [dict_in],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
     )
-    m = helper.make_model(
-        g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("ai.onnx.ml", 1)]
-    )
-    m.ir_version = 8
+    m = _ml_model(g)
     p = tmp_path / "dv.onnx"
     onnx.save(m, p)
     cli = [sys.executable, "-m", "onnxcomp.cli"]
