@@ -181,7 +181,7 @@ def infer_shapes(model: ir.Model, *, data_prop: bool = False) -> ir.Model:
     """ONNX shape inference on ``model`` (onnx_ir's pass, non-strict); returns the model.
 
     Skipped when a graph input has no type (a map type kept aside at load): onnx's
-    C++ inference crashes the process on those (segmentation fault, onnx 1.19).
+    C++ inference crashes the process on those (segmentation fault, onnx 1.23).
     """
     from onnx_ir.passes.common import ShapeInferencePass
 
