@@ -193,10 +193,7 @@ def shaped_copy(
             v.shape = ir.Shape(dims)
             assumptions.append(f"input {v.name!r}: dynamic axis 0 ({d0}) taken as 1")
     io.lift_constant_tensors(copy)
-    try:
-        copy = io.infer_shapes(copy)
-    except Exception as e:  # e.g. types onnx_ir cannot hold (scikit-learn's ZipMap maps)
-        logger.info("static shape inference failed (%s); using ONNX Runtime shapes only", e)
+    copy = io.infer_shapes(copy)
     _runtime_shapes(copy)
     return copy, assumptions
 

@@ -142,12 +142,20 @@ def _stash_opaque_types(proto: onnx.ModelProto) -> None:
         del g.value_info[:]
         g.value_info.extend(keep)
     if stash:
-        old = [p for p in proto.metadata_props if p.key == OPAQUE_TYPES_KEY]
-        merged = {**(json.loads(old[-1].value) if old else {}), **stash}
-        keep = [p for p in proto.metadata_props if p.key != OPAQUE_TYPES_KEY]
-        del proto.metadata_props[:]
-        proto.metadata_props.extend(keep)
+        old = _pop_opaque_types(proto)
+        merged = {**(json.loads(old) if old else {}), **stash}
         proto.metadata_props.add(key=OPAQUE_TYPES_KEY, value=json.dumps(merged, sort_keys=True))
+
+
+def _pop_opaque_types(proto: onnx.ModelProto) -> str | None:
+    """Remove the stash entry from ``metadata_props``; its value, or None."""
+    entries = [p.value for p in proto.metadata_props if p.key == OPAQUE_TYPES_KEY]
+    if not entries:
+        return None
+    keep = [p for p in proto.metadata_props if p.key != OPAQUE_TYPES_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(keep)
+    return entries[-1]
 
 
 def _type_text(t: onnx.TypeProto) -> str:
@@ -178,17 +186,23 @@ def opaque_types(model: ir.Model) -> dict[str, str]:
 
 
 def infer_shapes(model: ir.Model, *, data_prop: bool = False) -> ir.Model:
-    """ONNX shape inference on ``model`` (onnx_ir's pass, non-strict); returns the model.
+    """Best-effort ONNX shape inference on ``model`` (onnx_ir's pass, non-strict).
 
-    Skipped when a graph input has no type (a map type kept aside at load): onnx's
-    C++ inference crashes the process on those (segmentation fault, onnx 1.23).
+    Returns the model with the shapes found, or unchanged when inference fails
+    (shapes then stay partial; every caller copes with unknown shapes). Skipped
+    when a graph input has no type (a map type kept aside at load): onnx's C++
+    inference crashes the process on those (segmentation fault, onnx 1.23).
     """
     from onnx_ir.passes.common import ShapeInferencePass
 
     if any(v.type is None for v in model.graph.inputs):
         logger.info("shape inference skipped: a graph input has no tensor type")
         return model
-    return ShapeInferencePass(strict_mode=False, data_prop=data_prop)(model).model
+    try:
+        return ShapeInferencePass(strict_mode=False, data_prop=data_prop)(model).model
+    except Exception as e:  # e.g. inferred types onnx_ir cannot hold (ZipMap's maps)
+        logger.info("shape inference failed, shapes stay partial: %s", _first_line(e))
+        return model
 
 
 def from_proto(proto: onnx.ModelProto) -> ir.Model:
@@ -199,16 +213,13 @@ def from_proto(proto: onnx.ModelProto) -> ir.Model:
 
 def restore_opaque_types(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Put the stashed map types back on the graph's inputs/outputs (in place)."""
-    entries = [p for p in proto.metadata_props if p.key == OPAQUE_TYPES_KEY]
-    if not entries:
+    raw = _pop_opaque_types(proto)
+    if raw is None:
         return proto
-    stash = json.loads(entries[-1].value)
+    stash = json.loads(raw)
     for v in list(proto.graph.input) + list(proto.graph.output):
         if v.name in stash and not v.HasField("type"):
             v.type.ParseFromString(base64.b64decode(stash[v.name]))
-    keep = [p for p in proto.metadata_props if p.key != OPAQUE_TYPES_KEY]
-    del proto.metadata_props[:]
-    proto.metadata_props.extend(keep)
     return proto
 
 

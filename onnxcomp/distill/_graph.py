@@ -26,7 +26,6 @@ axes as inputs, integer ``Min``); older teachers use the numpy path.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,14 +33,13 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
+from onnxcomp import io
 from onnxcomp.runtime import expose_outputs
 
 __all__ = ["MIN_OPSET", "LabelGraph", "build_label_graph", "supports_label_graph"]
 
 MIN_OPSET = 13
 _PREFIX = "onnxcomp_distill__"
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,17 +112,6 @@ class _Builder:
         return self.op(op_type, [x], [keep, ir.AttrInt64s("axes", [-1])])[0]
 
 
-def _with_inferred_shapes(model: ir.Model) -> ir.Model:
-    """``model`` with ONNX shape inference applied (unchanged if inference fails)."""
-    from onnxcomp import io
-
-    try:
-        return io.infer_shapes(model)
-    except Exception as e:  # pragma: no cover - best effort
-        logger.debug("shape inference failed on the label graph: %s", e)
-        return model
-
-
 def build_label_graph(
     model: ir.Model,
     tapped: str,
@@ -153,7 +140,7 @@ def build_label_graph(
     values = ir.convenience.create_value_mapping(graph)
     z = values[tapped]
     if z.shape is None:  # a known [batch, classes] spares the reshape and K nodes
-        copy = _with_inferred_shapes(copy)
+        copy = io.infer_shapes(copy)
         graph = copy.graph
         values = ir.convenience.create_value_mapping(graph)
         z = values[tapped]

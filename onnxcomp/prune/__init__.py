@@ -21,7 +21,6 @@ Pipeline (plan, then apply)::
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -47,7 +46,6 @@ __all__ = [
     "prune",
 ]
 
-logger = logging.getLogger(__name__)
 
 CRITERIA = ("l1", "l2", "bn", "activation", "reconstruction")
 Progress = Callable[[int, int | None], None]
@@ -141,11 +139,7 @@ def prepare(model: ir.Model) -> ir.Model:
     m = model.clone()
     io.lift_constant_tensors(m)
     name_nodes(m)
-    try:
-        m = io.infer_shapes(m, data_prop=True)
-    except Exception as e:  # shapes stay partial; handlers needing them stop
-        logger.info("shape inference failed: %s", e)
-    return m
+    return io.infer_shapes(m, data_prop=True)  # partial shapes: handlers needing them stop
 
 
 def finalize(model: ir.Model) -> ir.Model:
