@@ -14,24 +14,18 @@ from models import LIGHT, ZOO_DIR, ZOO_KEYS, ids
 
 from onnxcomp import io
 from onnxcomp.data import open_data
-from onnxcomp.metrics import FidelityAccumulator
 from onnxcomp.quantize import QuantizeConfig, count_quantized, quantize
 from onnxcomp.runtime import ModelRunner, iter_batches
+from onnxcomp.verification import VerifyConfig, verify
 
 pytestmark = pytest.mark.zoo
 
 SAMPLES = 8
 
 
-def _min_cosine(float_path: Path, qmodel: object, data: object) -> float:
-    fr = ModelRunner(str(float_path), name="float")
-    qr = ModelRunner(qmodel, name="int8")  # type: ignore[arg-type]
-    accs = {o: FidelityAccumulator(o) for o in fr.output_names}
-    for batch in iter_batches(data.samples(), data.specs, 1):  # type: ignore[attr-defined]
-        ref, out = fr.run(batch.feed), qr.run(batch.feed)
-        for o, a in accs.items():
-            a.update(ref[o], out[o], batch.size)
-    return min(a.result().cosine for a in accs.values())
+def _min_cosine(float_path: Path, qmodel: ir.Model, data: object) -> float:
+    rep = verify(str(float_path), qmodel, data, VerifyConfig(batch_size=1, latency_repeats=0))
+    return rep.min_cosine
 
 
 def _ort_default(path: Path, data: object) -> onnx.ModelProto:
